@@ -1,0 +1,236 @@
+//! Lumen's tc programs: parse every packet (bounds-checked, L2 to L4), keep per-interface
+//! conntrack with counters, and emit trace records into the `EVENTS` ring buffer according
+//! to the monitor-aggregation setting in `CONFIG`.
+//!
+//! All four entry points **fail open**: whatever goes wrong (truncated packet, full ring,
+//! full conntrack) the packet continues (`TC_ACT_UNSPEC`, i.e. "next program / default
+//! action"), because an observability program must never cut a pod off the network.
+#![no_std]
+#![no_main]
+
+mod parse;
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use lumen_abi::{
+    aggregation, hdr_flags, kind, obs, reason, tcp, CtKey, CtValue, DatapathConfig, PacketInfo,
+    RecordHeader, TraceRecord, TRACE_VERSION,
+};
+
+/// Default ring size; the agent may resize it before the first load.
+const EVENTS_BYTES: u32 = 8 << 20;
+/// Above this much unread data a submit wakes the reader; below it the reader's short
+/// timer drains the ring, which avoids an inter-processor interrupt per record.
+const WAKEUP_THRESHOLD: u64 = 512 << 10;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+#[map]
+static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(262_144, 0);
+
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+#[map]
+static CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
+
+/// tc ingress on a pod's host-side veth: packets leaving the pod.
+#[classifier]
+pub fn from_endpoint(ctx: TcContext) -> i32 {
+    observe(&ctx, obs::FROM_ENDPOINT)
+}
+
+/// tc egress on a pod's host-side veth: packets entering the pod.
+#[classifier]
+pub fn to_endpoint(ctx: TcContext) -> i32 {
+    observe(&ctx, obs::TO_ENDPOINT)
+}
+
+/// tc ingress on the node uplink: packets from the network.
+#[classifier]
+pub fn from_network(ctx: TcContext) -> i32 {
+    observe(&ctx, obs::FROM_NETWORK)
+}
+
+/// tc egress on the node uplink: packets to the network.
+#[classifier]
+pub fn to_network(ctx: TcContext) -> i32 {
+    observe(&ctx, obs::TO_NETWORK)
+}
+
+#[inline(always)]
+fn observe(ctx: &TcContext, point: u8) -> i32 {
+    // Fail open: the result only says whether a record was written.
+    let _ = try_observe(ctx, point);
+    TC_ACT_UNSPEC
+}
+
+/// What conntrack says about one packet.
+struct CtResult {
+    reason: u8,
+    flags: u8,
+    report: bool,
+    packets: u64,
+    bytes: u64,
+}
+
+#[inline(always)]
+fn try_observe(ctx: &TcContext, point: u8) -> Result<(), ()> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let pkt_len = ctx.len();
+    let mut pkt = PacketInfo::zeroed();
+    let mut flags = 0u8;
+    if parse::packet(ctx, &mut pkt).is_err() {
+        flags |= hdr_flags::TRUNCATED;
+    }
+
+    let cfg = CONFIG.get(0).copied().unwrap_or(DatapathConfig {
+        aggregation: aggregation::MEDIUM,
+        _pad: 0,
+        aggregation_interval_ns: 5_000_000_000,
+    });
+
+    let ct = if pkt.ip_version != 0 {
+        conntrack(&pkt, ifindex, pkt_len, now, &cfg)
+    } else {
+        // Not IP: nothing to track; rare enough to always report.
+        CtResult { reason: reason::UNKNOWN, flags: 0, report: true, packets: 0, bytes: 0 }
+    };
+    if !ct.report {
+        return Ok(());
+    }
+    emit(&TraceRecord {
+        hdr: RecordHeader {
+            kind: kind::TRACE,
+            version: TRACE_VERSION,
+            obs_point: point,
+            flags: flags | ct.flags,
+            ifindex,
+            len: core::mem::size_of::<TraceRecord>() as u16,
+            _pad0: 0,
+            pkt_len,
+            ktime_ns: now,
+        },
+        pkt,
+        reason: ct.reason,
+        _pad: [0; 7],
+        ct_packets: ct.packets,
+        ct_bytes: ct.bytes,
+    })
+}
+
+/// Writes a record, counting it as lost (per CPU) when the ring is full.
+#[inline(always)]
+fn emit(rec: &TraceRecord) -> Result<(), ()> {
+    match EVENTS.reserve::<TraceRecord>(0) {
+        Some(mut entry) => {
+            entry.write(*rec);
+            let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+            let wake = if avail >= WAKEUP_THRESHOLD { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+            entry.submit(wake as u64);
+            Ok(())
+        }
+        None => {
+            if let Some(lost) = LOST.get_ptr_mut(0) {
+                // Per-CPU slot: no other CPU writes it.
+                unsafe { *lost += 1 };
+            }
+            Err(())
+        }
+    }
+}
+
+#[inline(always)]
+fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &DatapathConfig) -> CtResult {
+    let key = CtKey {
+        src_ip: pkt.src_ip,
+        dst_ip: pkt.dst_ip,
+        src_port: pkt.src_port,
+        dst_port: pkt.dst_port,
+        ifindex,
+        proto: pkt.l4_proto,
+        _pad: [0; 3],
+    };
+    let rev = CtKey {
+        src_ip: pkt.dst_ip,
+        dst_ip: pkt.src_ip,
+        src_port: pkt.dst_port,
+        dst_port: pkt.src_port,
+        ..key
+    };
+    let known = hdr_flags::REPLY_KNOWN;
+    let (entry, dir) = if let Some(v) = CT.get_ptr_mut(&key) {
+        (v, 0usize)
+    } else if let Some(v) = CT.get_ptr_mut(&rev) {
+        (v, 1usize)
+    } else {
+        let fresh = CtValue {
+            packets: [1, 0],
+            bytes: [pkt_len as u64, 0],
+            first_seen_ns: now,
+            last_seen_ns: now,
+            last_report_ns: [now, 0],
+            tcp_flags_seen: [pkt.tcp_flags, 0],
+            _pad: [0; 4],
+        };
+        // Another CPU may have created it a moment ago: then this packet is merely
+        // not counted in the new entry, and is still reported as the first one.
+        let _ = CT.insert(&key, &fresh, BPF_NOEXIST as u64);
+        return CtResult { reason: reason::NEW, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
+    };
+
+    // SAFETY: the pointer comes from a successful lookup of this LRU map and stays valid
+    // for the program's run.
+    let v = unsafe { &mut *entry };
+    let dir = dir & 1;
+    // Plain increments: one connection's packets at one interface are processed on one
+    // CPU at a time in practice (veth and RSS keep a flow on a queue), and the BPF target
+    // offers no 64-bit fetch-add to Rust; a rare lost increment only skews a counter.
+    v.packets[dir] += 1;
+    v.bytes[dir] += pkt_len as u64;
+    v.last_seen_ns = now;
+    let seen = v.tcp_flags_seen[dir];
+    let new_flags = pkt.tcp_flags & !seen;
+    let mut rsn = if dir == 0 { reason::ESTABLISHED } else { reason::REPLY };
+    let syn_only = pkt.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
+    if dir == 0 && syn_only && (seen | v.tcp_flags_seen[1]) & (tcp::FIN | tcp::RST) != 0 {
+        // A fresh SYN on a closed connection: the 5-tuple is being reused.
+        rsn = reason::REOPENED;
+        v.tcp_flags_seen = [pkt.tcp_flags, 0];
+        v.last_report_ns = [now, 0];
+        v.first_seen_ns = now;
+        return CtResult { reason: rsn, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
+    }
+    v.tcp_flags_seen[dir] = seen | pkt.tcp_flags;
+    let report = cfg.aggregation == aggregation::NONE
+        || new_flags != 0
+        || now.wrapping_sub(v.last_report_ns[dir]) >= cfg.aggregation_interval_ns;
+    if report {
+        v.last_report_ns[dir] = now;
+    }
+    let flags = if dir == 1 { known | hdr_flags::IS_REPLY } else { known };
+    CtResult {
+        reason: rsn,
+        flags,
+        report,
+        packets: v.packets[0] + v.packets[1],
+        bytes: v.bytes[0] + v.bytes[1],
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual BSD/GPL\0";

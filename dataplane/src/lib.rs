@@ -1,0 +1,1 @@
+//! Lumen node agent library.

@@ -1,0 +1,342 @@
+//! Kernel↔user contract: the records the eBPF programs write into the ring buffer and the
+//! keys and values of the maps both sides share.
+//!
+//! Every type is `#[repr(C)]`, `Copy`, fixed-width and explicitly padded, with its size
+//! asserted at compile time, so that the eBPF object and the agent can never disagree about
+//! a layout without the build failing. Every ring-buffer record starts with a
+//! [`RecordHeader`] whose `kind` selects the body and whose `version` lets the agent refuse
+//! (and count) records from a future program instead of misreading them.
+//!
+//! With the `user` feature the types also implement `aya::Pod` so the agent can read and
+//! write them in maps.
+#![no_std]
+
+/// Record kinds, numbered like Cilium's monitor message types, which `Flow.event_type.type`
+/// carries on the API.
+pub mod kind {
+    /// A packet was dropped (body: [`super::DropRecord`]).
+    pub const DROP: u8 = 1;
+    /// A packet was seen at an observation point (body: [`super::TraceRecord`]).
+    pub const TRACE: u8 = 4;
+    /// A policy decision for a new connection (reserved for the policy dataplane).
+    pub const POLICY_VERDICT: u8 = 5;
+}
+
+/// Current version of each record body. A reader accepts versions up to the one it knows.
+pub const TRACE_VERSION: u8 = 1;
+/// Current version of [`DropRecord`].
+pub const DROP_VERSION: u8 = 1;
+
+/// Observation points, numbered like `flow.TraceObservationPoint`.
+pub mod obs {
+    /// Unknown.
+    pub const UNKNOWN: u8 = 0;
+    /// Handed to the host stack.
+    pub const TO_STACK: u8 = 3;
+    /// Leaving a pod (tc ingress on the host side of its veth).
+    pub const FROM_ENDPOINT: u8 = 5;
+    /// Arriving from the network (tc ingress on the node uplink).
+    pub const FROM_NETWORK: u8 = 10;
+    /// Leaving to the network (tc egress on the node uplink).
+    pub const TO_NETWORK: u8 = 11;
+    /// Entering a pod (tc egress on the host side of its veth).
+    pub const TO_ENDPOINT: u8 = 101;
+}
+
+/// Conntrack-derived trace reasons, numbered like `flow.TraceReason`.
+pub mod reason {
+    /// Unknown (conntrack not consulted, e.g. non-IP traffic).
+    pub const UNKNOWN: u8 = 0;
+    /// First packet of a connection seen at this interface.
+    pub const NEW: u8 = 1;
+    /// A further packet in the original direction.
+    pub const ESTABLISHED: u8 = 2;
+    /// A packet in the reply direction.
+    pub const REPLY: u8 = 3;
+    /// Traffic related to a tracked connection (e.g. an ICMP error).
+    pub const RELATED: u8 = 4;
+    /// A TCP connection reopened (SYN on an entry that had closed).
+    pub const REOPENED: u8 = 5;
+}
+
+/// Bits of [`RecordHeader::flags`].
+pub mod hdr_flags {
+    /// Conntrack placed the packet in the reply direction.
+    pub const IS_REPLY: u8 = 1 << 0;
+    /// Conntrack was consulted, so `IS_REPLY` is meaningful (otherwise "unknown").
+    pub const REPLY_KNOWN: u8 = 1 << 1;
+    /// The packet ended before a header the parser expected (traced as far as it went).
+    pub const TRUNCATED: u8 = 1 << 2;
+}
+
+/// Header that starts every ring-buffer record. 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// One of [`kind`].
+    pub kind: u8,
+    /// Version of the body layout for this kind.
+    pub version: u8,
+    /// One of [`obs`].
+    pub obs_point: u8,
+    /// Bits from [`hdr_flags`].
+    pub flags: u8,
+    /// Interface the program is attached to.
+    pub ifindex: u32,
+    /// Length of the whole record in bytes, header included.
+    pub len: u16,
+    /// Explicit padding; zero.
+    pub _pad0: u16,
+    /// Length of the packet on the wire (`skb->len`).
+    pub pkt_len: u32,
+    /// `bpf_ktime_get_ns()` when the packet was seen (CLOCK_MONOTONIC).
+    pub ktime_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 24);
+
+/// IP versions as stored in [`PacketInfo::ip_version`].
+pub mod ipver {
+    /// Not an IP packet.
+    pub const NONE: u8 = 0;
+    /// IPv4.
+    pub const V4: u8 = 4;
+    /// IPv6.
+    pub const V6: u8 = 6;
+}
+
+/// IANA protocol numbers the parser understands.
+pub mod proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
+}
+
+/// TCP flag bits as in the TCP header's 13th byte, plus `NS` from the 12th byte.
+pub mod tcp {
+    /// FIN.
+    pub const FIN: u16 = 0x001;
+    /// SYN.
+    pub const SYN: u16 = 0x002;
+    /// RST.
+    pub const RST: u16 = 0x004;
+    /// PSH.
+    pub const PSH: u16 = 0x008;
+    /// ACK.
+    pub const ACK: u16 = 0x010;
+    /// URG.
+    pub const URG: u16 = 0x020;
+    /// ECE.
+    pub const ECE: u16 = 0x040;
+    /// CWR.
+    pub const CWR: u16 = 0x080;
+    /// NS (nonce sum, from the data-offset byte).
+    pub const NS: u16 = 0x100;
+}
+
+/// Bits of [`PacketInfo::l4_flags`]: which L4 fields were parsed.
+pub mod l4_flags {
+    /// `src_port`/`dst_port` are valid.
+    pub const PORTS: u8 = 1 << 0;
+    /// `icmp_type`/`icmp_code` are valid.
+    pub const ICMP: u8 = 1 << 1;
+    /// `tcp_flags` is valid.
+    pub const TCP_FLAGS: u8 = 1 << 2;
+}
+
+/// What the parser learnt of a packet, L2 to L4. 64 bytes.
+///
+/// IPv4 addresses are stored in the first four bytes of the 16-byte fields, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// Ethernet source.
+    pub src_mac: [u8; 6],
+    /// Ethernet destination.
+    pub dst_mac: [u8; 6],
+    /// Ethertype in host order (after a single VLAN tag, if any).
+    pub ethertype: u16,
+    /// One of [`ipver`].
+    pub ip_version: u8,
+    /// IP protocol / IPv6 next header of the L4 payload (after extension headers).
+    pub l4_proto: u8,
+    /// Source address.
+    pub src_ip: [u8; 16],
+    /// Destination address.
+    pub dst_ip: [u8; 16],
+    /// L4 source port (host order).
+    pub src_port: u16,
+    /// L4 destination port (host order).
+    pub dst_port: u16,
+    /// TCP flags, bits from [`tcp`].
+    pub tcp_flags: u16,
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// ICMP code.
+    pub icmp_code: u8,
+    /// Bits from [`l4_flags`].
+    pub l4_flags: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<PacketInfo>() == 64);
+
+impl PacketInfo {
+    /// All zero: "nothing parsed yet".
+    pub const fn zeroed() -> Self {
+        PacketInfo {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            ethertype: 0,
+            ip_version: 0,
+            l4_proto: 0,
+            src_ip: [0; 16],
+            dst_ip: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            l4_flags: 0,
+            _pad: [0; 7],
+        }
+    }
+}
+
+/// A packet seen at an observation point ([`kind::TRACE`]). 112 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// Common header; `kind == TRACE`.
+    pub hdr: RecordHeader,
+    /// The parsed packet.
+    pub pkt: PacketInfo,
+    /// One of [`reason`].
+    pub reason: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 7],
+    /// Packets of this connection so far at this interface, both directions.
+    pub ct_packets: u64,
+    /// Bytes of this connection so far at this interface, both directions.
+    pub ct_bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 112);
+
+/// A dropped packet ([`kind::DROP`]). 96 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropRecord {
+    /// Common header; `kind == DROP`.
+    pub hdr: RecordHeader,
+    /// The parsed packet.
+    pub pkt: PacketInfo,
+    /// Drop reason, numbered like `flow.DropReason`.
+    pub drop_reason: u16,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<DropRecord>() == 96);
+
+/// Conntrack key: one connection as seen at one interface, in its original direction.
+/// 44 bytes. Replies are found by looking up the reversed tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Original source address (IPv4 in the first four bytes).
+    pub src_ip: [u8; 16],
+    /// Original destination address.
+    pub dst_ip: [u8; 16],
+    /// Original source port; for ICMP echo, the echo identifier.
+    pub src_port: u16,
+    /// Original destination port; for ICMP echo, the echo identifier.
+    pub dst_port: u16,
+    /// Interface the connection was seen on: each endpoint keeps its own view.
+    pub ifindex: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<CtKey>() == 44);
+
+/// Conntrack value. 72 bytes. Index 0 of the arrays is the original direction, 1 the reply.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtValue {
+    /// Packets per direction.
+    pub packets: [u64; 2],
+    /// Bytes per direction.
+    pub bytes: [u64; 2],
+    /// When the connection was first seen (ktime ns).
+    pub first_seen_ns: u64,
+    /// When the connection was last seen (ktime ns).
+    pub last_seen_ns: u64,
+    /// When a trace record was last emitted per direction (ktime ns), for aggregation.
+    pub last_report_ns: [u64; 2],
+    /// TCP flags seen so far per direction.
+    pub tcp_flags_seen: [u16; 2],
+    /// Explicit padding; zero.
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<CtValue>() == 72);
+
+/// Monitor aggregation levels (`bpf.monitorAggregation`).
+pub mod aggregation {
+    /// A trace record for every packet.
+    pub const NONE: u32 = 0;
+    /// New connections, newly seen TCP flags, and at most once per interval per direction.
+    pub const MEDIUM: u32 = 2;
+}
+
+/// Runtime configuration the agent writes into the `CONFIG` array (index 0). 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// One of [`aggregation`].
+    pub aggregation: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+    /// Minimum time between two trace records of one connection direction under `MEDIUM`.
+    pub aggregation_interval_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 16);
+
+/// Names of the maps, shared so the agent never spells them differently.
+pub mod maps {
+    /// Ring buffer of records.
+    pub const EVENTS: &str = "EVENTS";
+    /// Conntrack LRU hash.
+    pub const CT: &str = "CT";
+    /// Per-CPU count of failed ring-buffer reservations.
+    pub const LOST: &str = "LOST";
+    /// Runtime configuration array.
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Names of the programs in the object.
+pub mod programs {
+    /// tc ingress on a pod's host-side veth.
+    pub const FROM_ENDPOINT: &str = "from_endpoint";
+    /// tc egress on a pod's host-side veth.
+    pub const TO_ENDPOINT: &str = "to_endpoint";
+    /// tc ingress on the node uplink.
+    pub const FROM_NETWORK: &str = "from_network";
+    /// tc egress on the node uplink.
+    pub const TO_NETWORK: &str = "to_network";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtValue {}
+    unsafe impl aya::Pod for super::DatapathConfig {}
+    unsafe impl aya::Pod for super::TraceRecord {}
+    unsafe impl aya::Pod for super::DropRecord {}
+}

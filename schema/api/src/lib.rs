@@ -1,0 +1,1 @@
+//! The Hubble-compatible API.
