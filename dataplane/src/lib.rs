@@ -1,1 +1,14 @@
-//! Lumen node agent library.
+//! The Lumen node agent: loads the eBPF datapath, wires pods in through the CNI plugin's
+//! local API, turns the datapath's records into Hubble flows, keeps them in a bounded ring
+//! and serves the Hubble Observer API.
+
+pub mod config;
+pub mod datapath;
+pub mod decode;
+pub mod endpoints;
+pub mod events;
+pub mod identity;
+pub mod ipcache;
+pub mod pipeline;
+pub mod ring;
+pub mod state;

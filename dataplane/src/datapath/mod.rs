@@ -1,0 +1,11 @@
+//! The eBPF datapath as the agent sees it: loading and pinning the object, attaching its
+//! programs to interfaces (adopting what a previous agent left pinned), configuring it,
+//! and reading its ring buffer.
+
+mod loader;
+pub mod reader;
+
+pub use loader::{AttachOutcome, Datapath, DatapathError, Hook};
+
+/// The eBPF object built from `dataplane-ebpf/` by this crate's build script.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lumen.bpf.o"));

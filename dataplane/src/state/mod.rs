@@ -1,0 +1,63 @@
+//! The agent's desired state: the Kubernetes objects it acts on (Namespaces, Pods, Nodes for
+//! now), whatever delivers them. Today a watched directory of manifests
+//! ([`manifests`]); later a Kubernetes watcher feeds the same [`ClusterState`].
+
+pub mod manifests;
+mod objects;
+
+pub use objects::{Namespace, Node, NodeAddress, Object, ObjectKey, OwnerRef, Pod};
+
+use std::collections::BTreeMap;
+
+/// A consistent snapshot of every object the agent knows.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ClusterState {
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Pods by (namespace, name).
+    pub pods: BTreeMap<(String, String), Pod>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Every object as delivered, by (kind, namespace, name), for kinds later features read.
+    pub objects: BTreeMap<ObjectKey, Object>,
+}
+
+impl ClusterState {
+    /// Builds the typed views from raw objects. Objects of a known kind whose fields do not
+    /// fit are reported in the returned list and left out (the rest still applies).
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> (Self, Vec<String>) {
+        let mut st = ClusterState::default();
+        let mut problems = vec![];
+        for obj in objects {
+            let key = obj.key();
+            match obj.kind.as_str() {
+                "Namespace" => match Namespace::from_object(&obj) {
+                    Ok(ns) => {
+                        st.namespaces.insert(ns.name.clone(), ns);
+                    }
+                    Err(e) => problems.push(format!("{key}: {e}")),
+                },
+                "Pod" => match Pod::from_object(&obj) {
+                    Ok(p) => {
+                        st.pods.insert((p.namespace.clone(), p.name.clone()), p);
+                    }
+                    Err(e) => problems.push(format!("{key}: {e}")),
+                },
+                "Node" => match Node::from_object(&obj) {
+                    Ok(n) => {
+                        st.nodes.insert(n.name.clone(), n);
+                    }
+                    Err(e) => problems.push(format!("{key}: {e}")),
+                },
+                _ => {}
+            }
+            st.objects.insert(key, obj);
+        }
+        (st, problems)
+    }
+
+    /// The pod `namespace/name`, if known.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods.get(&(namespace.to_string(), name.to_string()))
+    }
+}
