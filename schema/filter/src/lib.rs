@@ -1,0 +1,1 @@
+//! Flow filters and field masks.
