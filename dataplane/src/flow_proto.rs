@@ -1,0 +1,353 @@
+//! Ring events → Hubble's protobuf messages, filling every field the upstream CLI and UI
+//! read (including the `Summary` text printed at the end of a compact line).
+
+use crate::{
+    decode::Record,
+    events::{Event, FlowEvent, LostInfo, LostSource},
+    ipcache::EndpointInfo,
+};
+use lumen_abi::{hdr_flags, ipver, kind, l4_flags, obs, proto, tcp, PacketInfo};
+use lumen_api::{
+    flow::{self, layer4::Protocol, CiliumEventType, Endpoint, Ethernet, Flow, Ip, Layer4, NetworkInterface, Workload},
+    observer::{get_flows_response::ResponseTypes, GetFlowsResponse},
+    wkt::Timestamp,
+};
+use std::{fmt::Write, net::IpAddr};
+
+/// A wall-clock time in ns since the epoch as a protobuf Timestamp.
+pub fn timestamp(ns: i64) -> Timestamp {
+    Timestamp { seconds: ns.div_euclid(1_000_000_000), nanos: ns.rem_euclid(1_000_000_000) as i32 }
+}
+
+/// Formats 128 random bits as an RFC 4122 version-4 UUID.
+pub fn uuid_string(bits: u128) -> String {
+    let b = (bits & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48) | (0x8000u128 << 48);
+    let h = format!("{b:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    let mut s = String::with_capacity(17);
+    for (i, b) in m.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn ip(bytes: &[u8; 16], version: u8) -> String {
+    match version {
+        ipver::V4 => IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string(),
+        _ => IpAddr::from(*bytes).to_string(),
+    }
+}
+
+fn endpoint(e: &EndpointInfo) -> Option<Endpoint> {
+    if e.identity == 0 && e.labels.is_empty() && e.pod_name.is_empty() {
+        return None;
+    }
+    Some(Endpoint {
+        id: e.id,
+        identity: e.identity,
+        cluster_name: e.cluster_name.clone(),
+        namespace: e.namespace.clone(),
+        labels: e.labels.clone(),
+        pod_name: e.pod_name.clone(),
+        workloads: e.workloads.iter().map(|(name, kind)| Workload { name: name.clone(), kind: kind.clone() }).collect(),
+    })
+}
+
+fn tcp_flags(f: u16) -> flow::TcpFlags {
+    flow::TcpFlags {
+        fin: f & tcp::FIN != 0,
+        syn: f & tcp::SYN != 0,
+        rst: f & tcp::RST != 0,
+        psh: f & tcp::PSH != 0,
+        ack: f & tcp::ACK != 0,
+        urg: f & tcp::URG != 0,
+        ece: f & tcp::ECE != 0,
+        cwr: f & tcp::CWR != 0,
+        ns: f & tcp::NS != 0,
+    }
+}
+
+/// The flag names in the order Hubble prints them.
+fn tcp_flag_names(f: u16) -> String {
+    const ORDER: [(u16, &str); 9] = [
+        (tcp::SYN, "SYN"),
+        (tcp::ACK, "ACK"),
+        (tcp::RST, "RST"),
+        (tcp::FIN, "FIN"),
+        (tcp::PSH, "PSH"),
+        (tcp::URG, "URG"),
+        (tcp::ECE, "ECE"),
+        (tcp::CWR, "CWR"),
+        (tcp::NS, "NS"),
+    ];
+    ORDER.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+}
+
+fn icmpv4_name(t: u8, c: u8) -> String {
+    match t {
+        0 => "EchoReply".into(),
+        3 => {
+            let code = match c {
+                0 => "Net",
+                1 => "Host",
+                2 => "Protocol",
+                3 => "Port",
+                4 => "FragmentationNeeded",
+                13 => "CommAdminProhibited",
+                _ => return format!("DestinationUnreachable(Code: {c})"),
+            };
+            format!("DestinationUnreachable({code})")
+        }
+        5 => "Redirect".into(),
+        8 => "EchoRequest".into(),
+        11 => "TimeExceeded".into(),
+        12 => "ParameterProblem".into(),
+        _ => format!("Type {t} Code {c}"),
+    }
+}
+
+fn icmpv6_name(t: u8, c: u8) -> String {
+    match t {
+        1 => "DestinationUnreachable".into(),
+        2 => "PacketTooBig".into(),
+        3 => "TimeExceeded".into(),
+        4 => "ParameterProblem".into(),
+        128 => "EchoRequest".into(),
+        129 => "EchoReply".into(),
+        133 => "RouterSolicitation".into(),
+        134 => "RouterAdvertisement".into(),
+        135 => "NeighborSolicitation".into(),
+        136 => "NeighborAdvertisement".into(),
+        143 => "MLDv2MulticastListenerReport".into(),
+        _ => format!("Type {t} Code {c}"),
+    }
+}
+
+fn l4(p: &PacketInfo) -> (Option<Layer4>, String) {
+    let ports = p.l4_flags & l4_flags::PORTS != 0;
+    let (protocol, summary) = match p.l4_proto {
+        proto::TCP if ports => (
+            Protocol::Tcp(flow::Tcp {
+                source_port: p.src_port as u32,
+                destination_port: p.dst_port as u32,
+                flags: Some(tcp_flags(p.tcp_flags)),
+            }),
+            format!("TCP Flags: {}", tcp_flag_names(p.tcp_flags)),
+        ),
+        proto::UDP if ports => (
+            Protocol::Udp(flow::Udp { source_port: p.src_port as u32, destination_port: p.dst_port as u32 }),
+            "UDP".into(),
+        ),
+        proto::SCTP if ports => (
+            Protocol::Sctp(flow::Sctp { source_port: p.src_port as u32, destination_port: p.dst_port as u32 }),
+            "SCTP".into(),
+        ),
+        proto::ICMP if p.l4_flags & l4_flags::ICMP != 0 => (
+            Protocol::IcmPv4(flow::IcmPv4 { r#type: p.icmp_type as u32, code: p.icmp_code as u32 }),
+            format!("ICMPv4 {}", icmpv4_name(p.icmp_type, p.icmp_code)),
+        ),
+        proto::ICMPV6 if p.l4_flags & l4_flags::ICMP != 0 => (
+            Protocol::IcmPv6(flow::IcmPv6 { r#type: p.icmp_type as u32, code: p.icmp_code as u32 }),
+            format!("ICMPv6 {}", icmpv6_name(p.icmp_type, p.icmp_code)),
+        ),
+        _ => {
+            let s = match (p.ip_version, p.ethertype) {
+                (0, 0x0806) => "ARP".to_string(),
+                (0, et) => format!("Ethertype 0x{et:04x}"),
+                (_, _) => format!("IP protocol {}", p.l4_proto),
+            };
+            return (None, s);
+        }
+    };
+    (Some(Layer4 { protocol: Some(protocol) }), summary)
+}
+
+/// Direction from the point of view of the endpoint the event belongs to.
+fn direction(point: u8, reply: Option<bool>) -> flow::TrafficDirection {
+    use flow::TrafficDirection::*;
+    let Some(reply) = reply else { return Unknown };
+    let leaving = match point {
+        obs::FROM_ENDPOINT | obs::TO_NETWORK => true,
+        obs::TO_ENDPOINT | obs::FROM_NETWORK => false,
+        _ => return Unknown,
+    };
+    if leaving != reply {
+        Egress
+    } else {
+        Ingress
+    }
+}
+
+/// Builds the full `flow.Flow` of a flow event.
+pub fn flow(ev: &FlowEvent) -> Flow {
+    let (hdr, pkt) = match &ev.record {
+        Record::Trace(t) => (&t.hdr, &t.pkt),
+        Record::Drop(d) => (&d.hdr, &d.pkt),
+    };
+    let reply = (hdr.flags & hdr_flags::REPLY_KNOWN != 0).then_some(hdr.flags & hdr_flags::IS_REPLY != 0);
+    let (l4, summary) = l4(pkt);
+    let mut f = Flow {
+        time: Some(timestamp(ev.time_ns)),
+        uuid: uuid_string(ev.uuid),
+        ethernet: Some(Ethernet { source: mac(&pkt.src_mac), destination: mac(&pkt.dst_mac) }),
+        ip: (pkt.ip_version != 0).then(|| Ip {
+            source: ip(&pkt.src_ip, pkt.ip_version),
+            destination: ip(&pkt.dst_ip, pkt.ip_version),
+            ip_version: if pkt.ip_version == ipver::V4 { flow::IpVersion::IPv4 } else { flow::IpVersion::IPv6 } as i32,
+            ..Default::default()
+        }),
+        l4,
+        source: endpoint(&ev.source),
+        destination: endpoint(&ev.destination),
+        r#type: flow::FlowType::L3L4 as i32,
+        node_name: ev.node_name.to_string(),
+        reply: reply.unwrap_or(false),
+        is_reply: reply.map(|value| pbjson_types::BoolValue { value }),
+        traffic_direction: direction(hdr.obs_point, reply) as i32,
+        interface: Some(NetworkInterface {
+            index: hdr.ifindex,
+            name: ev.ifname.as_deref().unwrap_or_default().to_string(),
+        }),
+        summary,
+        ..Default::default()
+    };
+    match &ev.record {
+        Record::Trace(t) => {
+            f.verdict = flow::Verdict::Forwarded as i32;
+            f.event_type = Some(CiliumEventType { r#type: kind::TRACE as i32, sub_type: hdr.obs_point as i32 });
+            f.trace_observation_point = hdr.obs_point as i32;
+            f.trace_reason = t.reason as i32;
+        }
+        Record::Drop(d) => {
+            f.verdict = flow::Verdict::Dropped as i32;
+            f.drop_reason = d.drop_reason as u32;
+            f.drop_reason_desc = d.drop_reason as i32;
+            f.event_type = Some(CiliumEventType { r#type: kind::DROP as i32, sub_type: d.drop_reason as i32 });
+        }
+    }
+    f
+}
+
+/// Builds the `flow.LostEvent` of a loss report.
+pub fn lost(l: &LostInfo) -> flow::LostEvent {
+    let source = match l.source {
+        LostSource::Unknown => flow::LostEventSource::UnknownLostEventSource,
+        LostSource::KernelRing => flow::LostEventSource::PerfEventRingBuffer,
+        LostSource::FlowRing => flow::LostEventSource::HubbleRingBuffer,
+    };
+    flow::LostEvent {
+        source: source as i32,
+        num_events_lost: l.count,
+        cpu: l.cpu.map(|value| pbjson_types::Int32Value { value }),
+        first: Some(timestamp(l.time_ns)),
+        last: Some(timestamp(l.time_ns)),
+    }
+}
+
+/// Wraps a flow in a GetFlows response.
+pub fn flow_response(f: Flow) -> GetFlowsResponse {
+    GetFlowsResponse { node_name: f.node_name.clone(), time: f.time, response_types: Some(ResponseTypes::Flow(f)) }
+}
+
+/// The GetFlows response of any event (no filtering or masking).
+pub fn response(ev: &Event) -> GetFlowsResponse {
+    match ev {
+        Event::Flow(f) => flow_response(flow(f)),
+        Event::Lost(l) => GetFlowsResponse {
+            node_name: l.node_name.to_string(),
+            time: Some(timestamp(l.time_ns)),
+            response_types: Some(ResponseTypes::LostEvents(lost(l))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::fixtures::tcp_syn;
+    use std::sync::Arc;
+
+    fn ev(rec: lumen_abi::TraceRecord) -> FlowEvent {
+        FlowEvent {
+            time_ns: 1_795_770_000_223_456_789,
+            uuid: 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+            record: Record::Trace(rec),
+            source: Arc::new(EndpointInfo {
+                id: 3,
+                identity: 31002,
+                cluster_name: "lab".into(),
+                namespace: "shop".into(),
+                pod_name: "frontend".into(),
+                labels: vec!["k8s:app=frontend".into()],
+                workloads: vec![],
+            }),
+            destination: Arc::new(EndpointInfo::default()),
+            endpoint_id: 3,
+            ifname: Some("lxc1".into()),
+            node_name: "lab/node1".into(),
+        }
+    }
+
+    #[test]
+    fn a_syn_becomes_the_flow_hubble_prints() {
+        let f = flow(&ev(tcp_syn()));
+        assert_eq!(f.verdict, flow::Verdict::Forwarded as i32);
+        assert_eq!(f.summary, "TCP Flags: SYN");
+        let ip = f.ip.as_ref().unwrap();
+        assert_eq!((ip.source.as_str(), ip.destination.as_str()), ("10.100.1.2", "10.100.1.3"));
+        let Some(Protocol::Tcp(t)) = f.l4.unwrap().protocol else { panic!("not tcp") };
+        assert_eq!((t.source_port, t.destination_port), (40000, 8080));
+        assert!(t.flags.unwrap().syn);
+        assert_eq!(f.source.unwrap().pod_name, "frontend");
+        assert_eq!(f.destination, None);
+        assert_eq!(f.is_reply, Some(pbjson_types::BoolValue { value: false }));
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
+        assert_eq!(f.trace_observation_point, flow::TraceObservationPoint::FromEndpoint as i32);
+        assert_eq!(f.trace_reason, flow::TraceReason::New as i32);
+        assert_eq!(f.event_type, Some(CiliumEventType { r#type: 4, sub_type: 5 }));
+        assert_eq!(f.interface.unwrap().name, "lxc1");
+        assert_eq!(f.ethernet.unwrap().source, "02:00:00:00:00:02");
+        assert_eq!(f.time.unwrap().nanos, 223_456_789);
+    }
+
+    #[test]
+    fn replies_and_unknown_reply_state_set_direction() {
+        let mut r = tcp_syn();
+        r.hdr.flags = hdr_flags::REPLY_KNOWN | hdr_flags::IS_REPLY;
+        r.hdr.obs_point = obs::TO_ENDPOINT;
+        let f = flow(&ev(r));
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
+        assert!(f.reply);
+        r.hdr.flags = 0;
+        let f = flow(&ev(r));
+        assert_eq!(f.is_reply, None);
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Unknown as i32);
+    }
+
+    #[test]
+    fn summaries_follow_hubble_wording() {
+        assert_eq!(tcp_flag_names(tcp::FIN | tcp::ACK), "ACK, FIN");
+        let mut r = tcp_syn();
+        r.pkt.l4_proto = proto::ICMP;
+        r.pkt.l4_flags = l4_flags::ICMP;
+        r.pkt.icmp_type = 8;
+        assert_eq!(flow(&ev(r)).summary, "ICMPv4 EchoRequest");
+        r.pkt.l4_proto = proto::UDP;
+        r.pkt.l4_flags = l4_flags::PORTS;
+        assert_eq!(flow(&ev(r)).summary, "UDP");
+    }
+
+    #[test]
+    fn uuids_are_version_4() {
+        let u = uuid_string(u128::MAX);
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+    }
+}
