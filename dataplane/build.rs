@@ -30,7 +30,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", ebpf.join(p).display());
     }
     for p in ["src", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", root.join("schema/abi").join(p).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("schema/abi").join(p).display()
+        );
     }
 
     let cargo = Path::new("/usr/bin/cargo");
@@ -70,7 +73,9 @@ fn main() {
             "--target",
             "bpfel-unknown-none",
         ]);
-    let status = cmd.status().unwrap_or_else(|e| panic!("running {}: {e}", cargo.display()));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", cargo.display()));
     if !status.success() {
         panic!("building the eBPF object failed ({status}); see the compiler output above");
     }

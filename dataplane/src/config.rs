@@ -137,11 +137,14 @@ mod humantime_serde_compat {
 }
 
 fn default_node_name() -> String {
-    std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into())
-    })
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
+        })
 }
 fn default_cluster_name() -> String {
     "default".into()
@@ -179,7 +182,9 @@ fn default_ct_max() -> u32 {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { name: default_cluster_name() }
+        ClusterConfig {
+            name: default_cluster_name(),
+        }
     }
 }
 impl Default for HubbleConfig {
@@ -205,18 +210,25 @@ impl Default for BpfConfig {
 impl AgentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.into(),
+                source,
+            },
             other => other,
         })
     }
 
     /// Parses and validates YAML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let cfg: AgentConfig = serde_yaml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: PathBuf::new(), source })?;
+        let cfg: AgentConfig = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source,
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -238,7 +250,10 @@ impl AgentConfig {
         if self.hubble.event_buffer_capacity == 0 || self.hubble.event_buffer_capacity > 1 << 24 {
             return Err(ConfigError::Invalid {
                 key: "hubble.eventBufferCapacity",
-                reason: format!("{} must be between 1 and 16777216", self.hubble.event_buffer_capacity),
+                reason: format!(
+                    "{} must be between 1 and 16777216",
+                    self.hubble.event_buffer_capacity
+                ),
             });
         }
         if !self.hubble.listen_address.is_empty() {
@@ -250,7 +265,11 @@ impl AgentConfig {
     /// `hubble.listenAddress` as a socket address (`:4244` → `0.0.0.0:4244`).
     pub fn listen_socket_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
         let a = &self.hubble.listen_address;
-        let full = if a.starts_with(':') { format!("0.0.0.0{a}") } else { a.clone() };
+        let full = if a.starts_with(':') {
+            format!("0.0.0.0{a}")
+        } else {
+            a.clone()
+        };
         full.parse().map_err(|e| ConfigError::Invalid {
             key: "hubble.listenAddress",
             reason: format!("{a:?}: {e}"),
@@ -303,7 +322,8 @@ mod tests {
     fn unknown_keys_and_bad_values_are_rejected_with_the_key() {
         let e = AgentConfig::parse("nodeName: n1\nhubble: {bogus: 1}\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
-        let e = AgentConfig::parse("nodeName: n1\nbpf: {monitorAggregation: maximum}\n").unwrap_err();
+        let e =
+            AgentConfig::parse("nodeName: n1\nbpf: {monitorAggregation: maximum}\n").unwrap_err();
         assert!(e.to_string().contains("maximum"), "{e}");
         let e = AgentConfig::parse("nodeName: n1\nbpf: {eventsRingBytes: 1000}\n").unwrap_err();
         assert!(e.to_string().contains("bpf.eventsRingBytes"), "{e}");

@@ -21,7 +21,9 @@ pub enum DecodeError {
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
     /// A body version newer than this agent understands (the eBPF object is newer).
-    #[error("record kind {kind} version {version} is newer than this agent supports ({supported})")]
+    #[error(
+        "record kind {kind} version {version} is newer than this agent supports ({supported})"
+    )]
     FutureVersion {
         /// The kind.
         kind: u8,
@@ -54,7 +56,10 @@ impl Record {
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     let need = core::mem::size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Truncated { need, have: bytes.len() });
+        return Err(DecodeError::Truncated {
+            need,
+            have: bytes.len(),
+        });
     }
     // SAFETY: length checked above; T is a plain-old-data ABI type valid for any bit
     // pattern, and read_unaligned does not require alignment.
@@ -63,7 +68,11 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 fn check_version(hdr: &RecordHeader, supported: u8) -> Result<(), DecodeError> {
     if hdr.version > supported {
-        return Err(DecodeError::FutureVersion { kind: hdr.kind, version: hdr.version, supported });
+        return Err(DecodeError::FutureVersion {
+            kind: hdr.kind,
+            version: hdr.version,
+            supported,
+        });
     }
     Ok(())
 }
@@ -72,7 +81,10 @@ fn check_version(hdr: &RecordHeader, supported: u8) -> Result<(), DecodeError> {
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let hdr: RecordHeader = read(bytes)?;
     if (hdr.len as usize) > bytes.len() {
-        return Err(DecodeError::Truncated { need: hdr.len as usize, have: bytes.len() });
+        return Err(DecodeError::Truncated {
+            need: hdr.len as usize,
+            have: bytes.len(),
+        });
     }
     match hdr.kind {
         kind::TRACE => {
@@ -157,20 +169,35 @@ mod tests {
         assert_eq!(b[2], obs::FROM_ENDPOINT);
         assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 7);
         assert_eq!(u16::from_le_bytes(b[8..10].try_into().unwrap()), 112);
-        assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 1_000_000_000);
+        assert_eq!(
+            u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            1_000_000_000
+        );
         // PacketInfo starts at 24: src_mac, dst_mac, ethertype, ip version, proto, addrs.
         assert_eq!(b[24 + 14], ipver::V4);
         assert_eq!(b[24 + 15], proto::TCP);
         assert_eq!(&b[24 + 16..24 + 20], &[10, 100, 1, 2]);
-        assert_eq!(u16::from_le_bytes(b[24 + 48..24 + 50].try_into().unwrap()), 40000);
+        assert_eq!(
+            u16::from_le_bytes(b[24 + 48..24 + 50].try_into().unwrap()),
+            40000
+        );
         assert_eq!(b[88], reason::NEW);
     }
 
     #[test]
     fn truncated_records_are_refused() {
         let b = bytes(&tcp_syn());
-        assert_eq!(decode(&b[..10]), Err(DecodeError::Truncated { need: 24, have: 10 }));
-        assert_eq!(decode(&b[..50]), Err(DecodeError::Truncated { need: 112, have: 50 }));
+        assert_eq!(
+            decode(&b[..10]),
+            Err(DecodeError::Truncated { need: 24, have: 10 })
+        );
+        assert_eq!(
+            decode(&b[..50]),
+            Err(DecodeError::Truncated {
+                need: 112,
+                have: 50
+            })
+        );
         assert!(matches!(decode(&[]), Err(DecodeError::Truncated { .. })));
     }
 
@@ -183,7 +210,11 @@ mod tests {
         b[1] = TRACE_VERSION + 1;
         assert_eq!(
             decode(&b),
-            Err(DecodeError::FutureVersion { kind: kind::TRACE, version: TRACE_VERSION + 1, supported: TRACE_VERSION })
+            Err(DecodeError::FutureVersion {
+                kind: kind::TRACE,
+                version: TRACE_VERSION + 1,
+                supported: TRACE_VERSION
+            })
         );
     }
 
@@ -191,7 +222,12 @@ mod tests {
     fn decodes_a_drop_record() {
         let t = tcp_syn();
         let d = DropRecord {
-            hdr: RecordHeader { kind: kind::DROP, version: DROP_VERSION, len: 96, ..t.hdr },
+            hdr: RecordHeader {
+                kind: kind::DROP,
+                version: DROP_VERSION,
+                len: 96,
+                ..t.hdr
+            },
             pkt: t.pkt,
             drop_reason: 133,
             _pad: [0; 6],

@@ -56,22 +56,38 @@ impl EndpointStore {
     /// Opens (or starts) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, EndpointStoreError> {
         let endpoints = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| EndpointStoreError::Corrupt { path: path.into(), source })?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| EndpointStoreError::Corrupt {
+                    path: path.into(),
+                    source,
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(EndpointStoreError::Io { path: path.into(), source }),
+            Err(source) => {
+                return Err(EndpointStoreError::Io {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
-        Ok(EndpointStore { path: path.into(), endpoints })
+        Ok(EndpointStore {
+            path: path.into(),
+            endpoints,
+        })
     }
 
     fn save(&self) -> Result<(), EndpointStoreError> {
-        let io = |source| EndpointStoreError::Io { path: self.path.clone(), source };
+        let io = |source| EndpointStoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let tmp = self.path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&serde_json::to_vec_pretty(&self.endpoints).expect("serializable")).map_err(io)?;
+        f.write_all(&serde_json::to_vec_pretty(&self.endpoints).expect("serializable"))
+            .map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)
     }
@@ -82,8 +98,11 @@ impl EndpointStore {
         let id = match self.endpoints.get(&k) {
             Some(e) => e.id,
             None => {
-                let used: std::collections::BTreeSet<u32> = self.endpoints.values().map(|e| e.id).collect();
-                (1..=65535).find(|i| !used.contains(i)).ok_or(EndpointStoreError::Exhausted)?
+                let used: std::collections::BTreeSet<u32> =
+                    self.endpoints.values().map(|e| e.id).collect();
+                (1..=65535)
+                    .find(|i| !used.contains(i))
+                    .ok_or(EndpointStoreError::Exhausted)?
             }
         };
         self.endpoints.insert(k, LocalEndpoint { id, spec });
@@ -117,7 +136,10 @@ mod tests {
 
     fn spec(c: &str, ip: &str) -> EndpointSpec {
         EndpointSpec {
-            attachment: Attachment { container_id: c.into(), ifname: "eth0".into() },
+            attachment: Attachment {
+                container_id: c.into(),
+                ifname: "eth0".into(),
+            },
             netns: "/run/netns/x".into(),
             host_ifname: format!("lxc{c}"),
             host_ifindex: 9,
@@ -135,11 +157,19 @@ mod tests {
         let mut s = EndpointStore::open(&path).unwrap();
         assert_eq!(s.add(spec("a", "10.0.0.2")).unwrap(), 1);
         assert_eq!(s.add(spec("b", "10.0.0.3")).unwrap(), 2);
-        assert_eq!(s.add(spec("a", "10.0.0.2")).unwrap(), 1, "re-adding keeps the id");
+        assert_eq!(
+            s.add(spec("a", "10.0.0.2")).unwrap(),
+            1,
+            "re-adding keeps the id"
+        );
         let s2 = EndpointStore::open(&path).unwrap();
         assert_eq!(s2.all().count(), 2);
         let mut s = s2;
-        s.remove(&Attachment { container_id: "a".into(), ifname: "eth0".into() }).unwrap();
+        s.remove(&Attachment {
+            container_id: "a".into(),
+            ifname: "eth0".into(),
+        })
+        .unwrap();
         assert_eq!(s.add(spec("c", "10.0.0.4")).unwrap(), 1, "freed id reused");
     }
 

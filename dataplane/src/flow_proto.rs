@@ -8,7 +8,10 @@ use crate::{
 };
 use lumen_abi::{hdr_flags, ipver, kind, l4_flags, obs, proto, tcp, PacketInfo};
 use lumen_api::{
-    flow::{self, layer4::Protocol, CiliumEventType, Endpoint, Ethernet, Flow, Ip, Layer4, NetworkInterface, Workload},
+    flow::{
+        self, layer4::Protocol, CiliumEventType, Endpoint, Ethernet, Flow, Ip, Layer4,
+        NetworkInterface, Workload,
+    },
     observer::{get_flows_response::ResponseTypes, GetFlowsResponse},
     wkt::Timestamp,
 };
@@ -16,14 +19,25 @@ use std::{fmt::Write, net::IpAddr};
 
 /// A wall-clock time in ns since the epoch as a protobuf Timestamp.
 pub fn timestamp(ns: i64) -> Timestamp {
-    Timestamp { seconds: ns.div_euclid(1_000_000_000), nanos: ns.rem_euclid(1_000_000_000) as i32 }
+    Timestamp {
+        seconds: ns.div_euclid(1_000_000_000),
+        nanos: ns.rem_euclid(1_000_000_000) as i32,
+    }
 }
 
 /// Formats 128 random bits as an RFC 4122 version-4 UUID.
 pub fn uuid_string(bits: u128) -> String {
-    let b = (bits & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48) | (0x8000u128 << 48);
+    let b = (bits & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48)
+        | (0x8000u128 << 48);
     let h = format!("{b:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -55,7 +69,14 @@ fn endpoint(e: &EndpointInfo) -> Option<Endpoint> {
         namespace: e.namespace.clone(),
         labels: e.labels.clone(),
         pod_name: e.pod_name.clone(),
-        workloads: e.workloads.iter().map(|(name, kind)| Workload { name: name.clone(), kind: kind.clone() }).collect(),
+        workloads: e
+            .workloads
+            .iter()
+            .map(|(name, kind)| Workload {
+                name: name.clone(),
+                kind: kind.clone(),
+            })
+            .collect(),
     })
 }
 
@@ -86,7 +107,12 @@ fn tcp_flag_names(f: u16) -> String {
         (tcp::CWR, "CWR"),
         (tcp::NS, "NS"),
     ];
-    ORDER.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+    ORDER
+        .iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn icmpv4_name(t: u8, c: u8) -> String {
@@ -141,19 +167,31 @@ fn l4(p: &PacketInfo) -> (Option<Layer4>, String) {
             format!("TCP Flags: {}", tcp_flag_names(p.tcp_flags)),
         ),
         proto::UDP if ports => (
-            Protocol::Udp(flow::Udp { source_port: p.src_port as u32, destination_port: p.dst_port as u32 }),
+            Protocol::Udp(flow::Udp {
+                source_port: p.src_port as u32,
+                destination_port: p.dst_port as u32,
+            }),
             "UDP".into(),
         ),
         proto::SCTP if ports => (
-            Protocol::Sctp(flow::Sctp { source_port: p.src_port as u32, destination_port: p.dst_port as u32 }),
+            Protocol::Sctp(flow::Sctp {
+                source_port: p.src_port as u32,
+                destination_port: p.dst_port as u32,
+            }),
             "SCTP".into(),
         ),
         proto::ICMP if p.l4_flags & l4_flags::ICMP != 0 => (
-            Protocol::IcmPv4(flow::IcmPv4 { r#type: p.icmp_type as u32, code: p.icmp_code as u32 }),
+            Protocol::IcmPv4(flow::IcmPv4 {
+                r#type: p.icmp_type as u32,
+                code: p.icmp_code as u32,
+            }),
             format!("ICMPv4 {}", icmpv4_name(p.icmp_type, p.icmp_code)),
         ),
         proto::ICMPV6 if p.l4_flags & l4_flags::ICMP != 0 => (
-            Protocol::IcmPv6(flow::IcmPv6 { r#type: p.icmp_type as u32, code: p.icmp_code as u32 }),
+            Protocol::IcmPv6(flow::IcmPv6 {
+                r#type: p.icmp_type as u32,
+                code: p.icmp_code as u32,
+            }),
             format!("ICMPv6 {}", icmpv6_name(p.icmp_type, p.icmp_code)),
         ),
         _ => {
@@ -165,7 +203,12 @@ fn l4(p: &PacketInfo) -> (Option<Layer4>, String) {
             return (None, s);
         }
     };
-    (Some(Layer4 { protocol: Some(protocol) }), summary)
+    (
+        Some(Layer4 {
+            protocol: Some(protocol),
+        }),
+        summary,
+    )
 }
 
 /// Direction from the point of view of the endpoint the event belongs to.
@@ -190,16 +233,24 @@ pub fn flow(ev: &FlowEvent) -> Flow {
         Record::Trace(t) => (&t.hdr, &t.pkt),
         Record::Drop(d) => (&d.hdr, &d.pkt),
     };
-    let reply = (hdr.flags & hdr_flags::REPLY_KNOWN != 0).then_some(hdr.flags & hdr_flags::IS_REPLY != 0);
+    let reply =
+        (hdr.flags & hdr_flags::REPLY_KNOWN != 0).then_some(hdr.flags & hdr_flags::IS_REPLY != 0);
     let (l4, summary) = l4(pkt);
     let mut f = Flow {
         time: Some(timestamp(ev.time_ns)),
         uuid: uuid_string(ev.uuid),
-        ethernet: Some(Ethernet { source: mac(&pkt.src_mac), destination: mac(&pkt.dst_mac) }),
+        ethernet: Some(Ethernet {
+            source: mac(&pkt.src_mac),
+            destination: mac(&pkt.dst_mac),
+        }),
         ip: (pkt.ip_version != 0).then(|| Ip {
             source: ip(&pkt.src_ip, pkt.ip_version),
             destination: ip(&pkt.dst_ip, pkt.ip_version),
-            ip_version: if pkt.ip_version == ipver::V4 { flow::IpVersion::IPv4 } else { flow::IpVersion::IPv6 } as i32,
+            ip_version: if pkt.ip_version == ipver::V4 {
+                flow::IpVersion::IPv4
+            } else {
+                flow::IpVersion::IPv6
+            } as i32,
             ..Default::default()
         }),
         l4,
@@ -220,7 +271,10 @@ pub fn flow(ev: &FlowEvent) -> Flow {
     match &ev.record {
         Record::Trace(t) => {
             f.verdict = flow::Verdict::Forwarded as i32;
-            f.event_type = Some(CiliumEventType { r#type: kind::TRACE as i32, sub_type: hdr.obs_point as i32 });
+            f.event_type = Some(CiliumEventType {
+                r#type: kind::TRACE as i32,
+                sub_type: hdr.obs_point as i32,
+            });
             f.trace_observation_point = hdr.obs_point as i32;
             f.trace_reason = t.reason as i32;
         }
@@ -228,7 +282,10 @@ pub fn flow(ev: &FlowEvent) -> Flow {
             f.verdict = flow::Verdict::Dropped as i32;
             f.drop_reason = d.drop_reason as u32;
             f.drop_reason_desc = d.drop_reason as i32;
-            f.event_type = Some(CiliumEventType { r#type: kind::DROP as i32, sub_type: d.drop_reason as i32 });
+            f.event_type = Some(CiliumEventType {
+                r#type: kind::DROP as i32,
+                sub_type: d.drop_reason as i32,
+            });
         }
     }
     f
@@ -252,7 +309,11 @@ pub fn lost(l: &LostInfo) -> flow::LostEvent {
 
 /// Wraps a flow in a GetFlows response.
 pub fn flow_response(f: Flow) -> GetFlowsResponse {
-    GetFlowsResponse { node_name: f.node_name.clone(), time: f.time, response_types: Some(ResponseTypes::Flow(f)) }
+    GetFlowsResponse {
+        node_name: f.node_name.clone(),
+        time: f.time,
+        response_types: Some(ResponseTypes::Flow(f)),
+    }
 }
 
 /// The GetFlows response of any event (no filtering or masking).
@@ -300,17 +361,31 @@ mod tests {
         assert_eq!(f.verdict, flow::Verdict::Forwarded as i32);
         assert_eq!(f.summary, "TCP Flags: SYN");
         let ip = f.ip.as_ref().unwrap();
-        assert_eq!((ip.source.as_str(), ip.destination.as_str()), ("10.100.1.2", "10.100.1.3"));
-        let Some(Protocol::Tcp(t)) = f.l4.unwrap().protocol else { panic!("not tcp") };
+        assert_eq!(
+            (ip.source.as_str(), ip.destination.as_str()),
+            ("10.100.1.2", "10.100.1.3")
+        );
+        let Some(Protocol::Tcp(t)) = f.l4.unwrap().protocol else {
+            panic!("not tcp")
+        };
         assert_eq!((t.source_port, t.destination_port), (40000, 8080));
         assert!(t.flags.unwrap().syn);
         assert_eq!(f.source.unwrap().pod_name, "frontend");
         assert_eq!(f.destination, None);
         assert_eq!(f.is_reply, Some(pbjson_types::BoolValue { value: false }));
         assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
-        assert_eq!(f.trace_observation_point, flow::TraceObservationPoint::FromEndpoint as i32);
+        assert_eq!(
+            f.trace_observation_point,
+            flow::TraceObservationPoint::FromEndpoint as i32
+        );
         assert_eq!(f.trace_reason, flow::TraceReason::New as i32);
-        assert_eq!(f.event_type, Some(CiliumEventType { r#type: 4, sub_type: 5 }));
+        assert_eq!(
+            f.event_type,
+            Some(CiliumEventType {
+                r#type: 4,
+                sub_type: 5
+            })
+        );
         assert_eq!(f.interface.unwrap().name, "lxc1");
         assert_eq!(f.ethernet.unwrap().source, "02:00:00:00:00:02");
         assert_eq!(f.time.unwrap().nanos, 223_456_789);

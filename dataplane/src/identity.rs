@@ -30,7 +30,14 @@ pub const MIN_CLUSTER_IDENTITY: u32 = 256;
 pub const MAX_CLUSTER_IDENTITY: u32 = 65535;
 
 /// Label keys that change per rollout and would split one workload into many identities.
-const IGNORED_LABELS: &[&str] = &["pod-template-hash", "controller-revision-hash", "pod-template-generation", "statefulset.kubernetes.io/pod-name", "batch.kubernetes.io/controller-uid", "controller-uid"];
+const IGNORED_LABELS: &[&str] = &[
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "batch.kubernetes.io/controller-uid",
+    "controller-uid",
+];
 
 /// The security labels of a pod, sorted, with Cilium's source prefixes.
 pub fn pod_labels(pod: &Pod, ns: Option<&Namespace>, cluster: &str) -> Vec<String> {
@@ -41,7 +48,10 @@ pub fn pod_labels(pod: &Pod, ns: Option<&Namespace>, cluster: &str) -> Vec<Strin
         }
     }
     out.insert(format!("k8s:io.kubernetes.pod.namespace={}", pod.namespace));
-    out.insert(format!("k8s:io.cilium.k8s.policy.serviceaccount={}", pod.service_account));
+    out.insert(format!(
+        "k8s:io.cilium.k8s.policy.serviceaccount={}",
+        pod.service_account
+    ));
     out.insert(format!("k8s:io.cilium.k8s.policy.cluster={cluster}"));
     if let Some(ns) = ns {
         for (k, v) in &ns.labels {
@@ -86,7 +96,11 @@ pub fn assign(label_sets: &BTreeSet<Vec<String>>) -> HashMap<Vec<String>, u32> {
     for set in label_sets {
         let mut id = MIN_CLUSTER_IDENTITY + (fnv1a(set) % span) as u32;
         while !taken.insert(id) {
-            id = if id == MAX_CLUSTER_IDENTITY { MIN_CLUSTER_IDENTITY } else { id + 1 };
+            id = if id == MAX_CLUSTER_IDENTITY {
+                MIN_CLUSTER_IDENTITY
+            } else {
+                id + 1
+            };
         }
         out.insert(set.clone(), id);
     }
@@ -99,7 +113,10 @@ pub fn workload(pod: &Pod) -> Option<(String, String)> {
     if owner.kind == "ReplicaSet" {
         // Deployments name their ReplicaSets `<deployment>-<hash>`.
         if let Some((dep, hash)) = owner.name.rsplit_once('-') {
-            if !dep.is_empty() && !hash.is_empty() && hash.chars().all(|c| c.is_ascii_alphanumeric()) {
+            if !dep.is_empty()
+                && !hash.is_empty()
+                && hash.chars().all(|c| c.is_ascii_alphanumeric())
+            {
                 return Some((dep.to_string(), "Deployment".into()));
             }
         }
@@ -116,7 +133,10 @@ mod tests {
         Pod {
             namespace: ns.into(),
             name: "p".into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             node_name: "n1".into(),
             service_account: "default".into(),
             ips: vec![],
@@ -127,7 +147,11 @@ mod tests {
 
     #[test]
     fn labels_carry_cilium_prefixes_and_skip_rollout_hashes() {
-        let l = pod_labels(&pod("demo", &[("app", "web"), ("pod-template-hash", "abc")]), None, "lab");
+        let l = pod_labels(
+            &pod("demo", &[("app", "web"), ("pod-template-hash", "abc")]),
+            None,
+            "lab",
+        );
         assert!(l.contains(&"k8s:app=web".to_string()));
         assert!(l.contains(&"k8s:io.kubernetes.pod.namespace=demo".to_string()));
         assert!(l.contains(&"k8s:io.cilium.k8s.policy.cluster=lab".to_string()));
@@ -151,7 +175,8 @@ mod tests {
 
     #[test]
     fn collisions_are_resolved_deterministically() {
-        let sets: BTreeSet<Vec<String>> = (0..5000).map(|i| vec![format!("k8s:app=a{i}")]).collect();
+        let sets: BTreeSet<Vec<String>> =
+            (0..5000).map(|i| vec![format!("k8s:app=a{i}")]).collect();
         let ids = assign(&sets);
         let unique: BTreeSet<_> = ids.values().collect();
         assert_eq!(unique.len(), 5000);
@@ -161,9 +186,18 @@ mod tests {
     #[test]
     fn deployments_are_found_through_their_replicaset() {
         let mut p = pod("shop", &[]);
-        p.owner = Some(OwnerRef { kind: "ReplicaSet".into(), name: "frontend-7d9f8b".into() });
+        p.owner = Some(OwnerRef {
+            kind: "ReplicaSet".into(),
+            name: "frontend-7d9f8b".into(),
+        });
         assert_eq!(workload(&p), Some(("frontend".into(), "Deployment".into())));
-        p.owner = Some(OwnerRef { kind: "StatefulSet".into(), name: "postgres".into() });
-        assert_eq!(workload(&p), Some(("postgres".into(), "StatefulSet".into())));
+        p.owner = Some(OwnerRef {
+            kind: "StatefulSet".into(),
+            name: "postgres".into(),
+        });
+        assert_eq!(
+            workload(&p),
+            Some(("postgres".into(), "StatefulSet".into()))
+        );
     }
 }

@@ -76,7 +76,9 @@ impl IpCache {
     /// Builds the tables.
     pub fn build(state: &ClusterState, locals: &[LocalEndpoint], node: &NodeView<'_>) -> Self {
         let labels_of = |ns: &str, name: &str| {
-            state.pod(ns, name).map(|p| identity::pod_labels(p, state.namespaces.get(&p.namespace), node.cluster))
+            state
+                .pod(ns, name)
+                .map(|p| identity::pod_labels(p, state.namespaces.get(&p.namespace), node.cluster))
         };
         let sets: BTreeSet<Vec<String>> = state
             .pods
@@ -86,11 +88,18 @@ impl IpCache {
             .collect();
         let ids = identity::assign(&sets);
 
-        let mut cache = IpCache { world: reserved_info(reserved::WORLD, node.cluster), ..Default::default() };
+        let mut cache = IpCache {
+            world: reserved_info(reserved::WORLD, node.cluster),
+            ..Default::default()
+        };
         let remote = reserved_info(reserved::REMOTE_NODE, node.cluster);
         let host = reserved_info(reserved::HOST, node.cluster);
         for n in state.nodes.values() {
-            let info = if n.name == node.node_name { &host } else { &remote };
+            let info = if n.name == node.node_name {
+                &host
+            } else {
+                &remote
+            };
             for a in &n.addresses {
                 cache.by_ip.insert(a.address, info.clone());
             }
@@ -117,11 +126,17 @@ impl IpCache {
             let s = &ep.spec;
             let (identity, labels, workloads) = match labels_of(&s.pod_namespace, &s.pod_name) {
                 Some(l) => {
-                    let p = state.pod(&s.pod_namespace, &s.pod_name).expect("labels came from it");
+                    let p = state
+                        .pod(&s.pod_namespace, &s.pod_name)
+                        .expect("labels came from it");
                     (ids[&l], l, identity::workload(p).into_iter().collect())
                 }
                 // No Pod object yet: Cilium's "init" identity until labels are known.
-                None => (reserved::INIT, identity::reserved_labels(reserved::INIT), vec![]),
+                None => (
+                    reserved::INIT,
+                    identity::reserved_labels(reserved::INIT),
+                    vec![],
+                ),
             };
             let info = Arc::new(EndpointInfo {
                 id: ep.id,
@@ -133,9 +148,13 @@ impl IpCache {
                 workloads,
             });
             cache.by_ip.insert(s.ip, info.clone());
-            cache
-                .by_ifindex
-                .insert(s.host_ifindex, LocalInterface { endpoint: info, ifname: s.host_ifname.as_str().into() });
+            cache.by_ifindex.insert(
+                s.host_ifindex,
+                LocalInterface {
+                    endpoint: info,
+                    ifname: s.host_ifname.as_str().into(),
+                },
+            );
         }
         for (idx, name) in node.uplinks {
             cache.uplinks.insert(*idx, name.as_str().into());
@@ -145,7 +164,10 @@ impl IpCache {
 
     /// Who is behind `ip` (the world when nobody known).
     pub fn lookup(&self, ip: &IpAddr) -> Arc<EndpointInfo> {
-        self.by_ip.get(ip).cloned().unwrap_or_else(|| self.world.clone())
+        self.by_ip
+            .get(ip)
+            .cloned()
+            .unwrap_or_else(|| self.world.clone())
     }
 
     /// The local pod interface with this ifindex.
@@ -155,6 +177,9 @@ impl IpCache {
 
     /// The name of the interface with this ifindex, pod veth or uplink.
     pub fn ifname(&self, ifindex: u32) -> Option<Arc<str>> {
-        self.by_ifindex.get(&ifindex).map(|l| l.ifname.clone()).or_else(|| self.uplinks.get(&ifindex).cloned())
+        self.by_ifindex
+            .get(&ifindex)
+            .map(|l| l.ifname.clone())
+            .or_else(|| self.uplinks.get(&ifindex).cloned())
     }
 }

@@ -2,6 +2,7 @@
 //! local API, turns the datapath's records into Hubble flows, keeps them in a bounded ring
 //! and serves the Hubble Observer API.
 
+pub mod agent;
 pub mod config;
 pub mod datapath;
 pub mod decode;
@@ -9,8 +10,11 @@ pub mod endpoints;
 pub mod events;
 pub mod flow_proto;
 pub mod identity;
-pub mod node_setup;
+pub mod ingest;
 pub mod ipcache;
+pub mod localapi;
+pub mod node_setup;
+pub mod observer;
 pub mod pipeline;
 pub mod ring;
 pub mod state;

@@ -54,36 +54,62 @@ pub async fn ensure(router: IpAddr) -> Result<(), NodeSetupError> {
         let index = match link_index(&handle, HOST_DEVICE).await {
             Some(i) => i,
             None => {
-                match handle.link().add(LinkDummy::new(HOST_DEVICE).build()).execute().await {
+                match handle
+                    .link()
+                    .add(LinkDummy::new(HOST_DEVICE).build())
+                    .execute()
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if exists(&e) => {}
-                    Err(source) => return Err(NodeSetupError::Netlink { what: "create lumen_host", source }),
+                    Err(source) => {
+                        return Err(NodeSetupError::Netlink {
+                            what: "create lumen_host",
+                            source,
+                        })
+                    }
                 }
-                link_index(&handle, HOST_DEVICE).await.ok_or(NodeSetupError::Netlink {
-                    what: "find lumen_host",
-                    source: rtnetlink::Error::RequestFailed,
-                })?
+                link_index(&handle, HOST_DEVICE)
+                    .await
+                    .ok_or(NodeSetupError::Netlink {
+                        what: "find lumen_host",
+                        source: rtnetlink::Error::RequestFailed,
+                    })?
             }
         };
         let prefix = if router.is_ipv4() { 32 } else { 128 };
         match handle.address().add(index, router, prefix).execute().await {
             Ok(()) => {}
             Err(e) if exists(&e) => {}
-            Err(source) => return Err(NodeSetupError::Netlink { what: "address lumen_host", source }),
+            Err(source) => {
+                return Err(NodeSetupError::Netlink {
+                    what: "address lumen_host",
+                    source,
+                })
+            }
         }
         handle
             .link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .map_err(|source| NodeSetupError::Netlink { what: "set lumen_host up", source })?;
+            .map_err(|source| NodeSetupError::Netlink {
+                what: "set lumen_host up",
+                source,
+            })?;
         Ok(())
     }
     .await;
     task.abort();
     result?;
-    for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/forwarding"] {
-        std::fs::write(path, "1").map_err(|source| NodeSetupError::Sysctl { path: path.into(), source })?;
+    for path in [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv4/conf/all/forwarding",
+    ] {
+        std::fs::write(path, "1").map_err(|source| NodeSetupError::Sysctl {
+            path: path.into(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -98,11 +124,17 @@ pub fn ifindex(name: &str) -> Option<u32> {
 
 /// IPv4 addresses of an interface (the uplink's are the node's own).
 pub async fn addresses(name: &str) -> Vec<IpAddr> {
-    let Ok((conn, handle, _)) = rtnetlink::new_connection() else { return vec![] };
+    let Ok((conn, handle, _)) = rtnetlink::new_connection() else {
+        return vec![];
+    };
     let task = tokio::spawn(conn);
     let mut out = vec![];
     if let Some(index) = link_index(&handle, name).await {
-        let mut addrs = handle.address().get().set_link_index_filter(index).execute();
+        let mut addrs = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         while let Ok(Some(msg)) = addrs.try_next().await {
             for attr in msg.attributes {
                 if let rtnetlink::packet_route::address::AddressAttribute::Address(ip) = attr {

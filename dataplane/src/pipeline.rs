@@ -16,7 +16,10 @@ pub struct Clock {
 }
 
 fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -27,7 +30,9 @@ impl Clock {
     pub fn now() -> Self {
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
         let real = clock_ns(libc::CLOCK_REALTIME);
-        Clock { offset_ns: real - mono }
+        Clock {
+            offset_ns: real - mono,
+        }
     }
 
     /// A fixed offset (tests).
@@ -61,7 +66,11 @@ fn ip_of(bytes: &[u8; 16], version: u8) -> Option<IpAddr> {
 impl Pipeline {
     /// A pipeline for this node.
     pub fn new(node_name: &str, clock: Clock) -> Self {
-        Pipeline { clock, node_name: node_name.into(), rng: fastrand::Rng::new() }
+        Pipeline {
+            clock,
+            node_name: node_name.into(),
+            rng: fastrand::Rng::new(),
+        }
     }
 
     /// Decodes and enriches one record.
@@ -72,7 +81,10 @@ impl Pipeline {
             Record::Drop(d) => (&d.hdr, &d.pkt),
         };
         let local = ipcache.local(hdr.ifindex);
-        let (source, destination) = match (ip_of(&pkt.src_ip, pkt.ip_version), ip_of(&pkt.dst_ip, pkt.ip_version)) {
+        let (source, destination) = match (
+            ip_of(&pkt.src_ip, pkt.ip_version),
+            ip_of(&pkt.dst_ip, pkt.ip_version),
+        ) {
             (Some(s), Some(d)) => (ipcache.lookup(&s), ipcache.lookup(&d)),
             _ => Default::default(),
         };

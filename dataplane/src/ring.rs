@@ -39,7 +39,11 @@ impl<T: Clone> Ring<T> {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "ring capacity must be positive");
         Ring {
-            inner: RwLock::new(Inner { buf: VecDeque::with_capacity(capacity), capacity, next: 0 }),
+            inner: RwLock::new(Inner {
+                buf: VecDeque::with_capacity(capacity),
+                capacity,
+                next: 0,
+            }),
             tail: watch::channel(0).0,
         }
     }
@@ -95,14 +99,24 @@ impl<T: Clone> Ring<T> {
     pub fn read_from(&self, from: u64, max: usize, out: &mut Vec<T>) -> Read {
         let g = self.inner.read();
         let oldest = g.next - g.buf.len() as u64;
-        let (start, lost) = if from < oldest { (oldest, oldest - from) } else { (from, 0) };
+        let (start, lost) = if from < oldest {
+            (oldest, oldest - from)
+        } else {
+            (from, 0)
+        };
         if start >= g.next {
-            return Read { lost, next: start.max(from) };
+            return Read {
+                lost,
+                next: start.max(from),
+            };
         }
         let first = (start - oldest) as usize;
         let n = max.min(g.buf.len() - first);
         out.extend(g.buf.range(first..first + n).cloned());
-        Read { lost, next: start + n as u64 }
+        Read {
+            lost,
+            next: start + n as u64,
+        }
     }
 
     /// Copies up to `max` items that precede sequence `before` (newest first) into `out`;

@@ -2,7 +2,7 @@
 //! connection per request, one JSON line each way, bounded by timeouts so a stuck agent
 //! cannot hang the container runtime.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,7 +117,7 @@ impl AgentClient {
         stream.flush().map_err(|e| self.io_error(e))?;
 
         let mut answer = Vec::new();
-        let mut reader = BufReader::new(stream).take(MAX_ANSWER_BYTES);
+        let mut reader = BufReader::new(stream.take(MAX_ANSWER_BYTES));
         reader.read_until(b'\n', &mut answer).map_err(|e| self.io_error(e))?;
         if answer.is_empty() {
             return Err(ClientError::NoAnswer { socket: self.socket.clone() });

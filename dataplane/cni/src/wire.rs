@@ -341,16 +341,17 @@ pub fn setup(spec: &WireSpec) -> Result<Wired, WireError> {
     check_families(spec)?;
     let netns = Netns::open(&spec.netns)?;
     let host = spec.host_ifname();
+    let host = host.as_str();
 
     let mut reused = false;
-    if let Some(existing) = netlink(|h| async move { find_link(&h, &host).await })? {
+    if let Some(existing) = netlink(|h| async move { find_link(&h, host).await })? {
         if !existing.is_veth {
-            return Err(WireError::NotOurs { name: host });
+            return Err(WireError::NotOurs { name: host.to_string() });
         }
         let pod = netns.run(|| netlink(|h| async move { find_link(&h, &spec.ifname).await }))?;
         reused = pod.is_some_and(|pod| is_pair(&existing, &pod));
         if !reused {
-            teardown(&host)?;
+            teardown(host)?;
         }
     }
     if !reused {
@@ -360,7 +361,7 @@ pub fn setup(spec: &WireSpec) -> Result<Wired, WireError> {
         let (pod_ifindex, pod_mac) = netns.run(|| configure_pod(spec))?;
         let host_link = configure_host(&host, spec)?;
         Ok(Wired {
-            host_ifname: host.clone(),
+            host_ifname: host.to_string(),
             host_ifindex: host_link.index,
             host_mac: host_link.mac,
             pod_ifindex,
@@ -369,7 +370,7 @@ pub fn setup(spec: &WireSpec) -> Result<Wired, WireError> {
         })
     })();
     if configured.is_err() && !reused {
-        let _ = teardown(&host);
+        let _ = teardown(host);
     }
     configured
 }

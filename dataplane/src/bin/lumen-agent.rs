@@ -1,1 +1,137 @@
-fn main() {}
+//! `lumen-agent`: the node agent. Loads and pins the datapath, adopts what a previous agent
+//! left attached, wires pods for the CNI plugin, and serves the Hubble Observer API.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use lumen_dataplane::{
+    agent::Agent,
+    config::AgentConfig,
+    datapath::{reader, Datapath},
+    endpoints::EndpointStore,
+    ingest::RingSink,
+    localapi, node_setup, observer, state,
+};
+use std::{path::PathBuf, time::Duration};
+
+/// Lumen node agent.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (YAML, Cilium Helm-values key names).
+    #[arg(
+        long,
+        short,
+        env = "LUMEN_CONFIG",
+        default_value = "/etc/lumen/agent.yaml"
+    )]
+    config: PathBuf,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let result = rt
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    if let Err(e) = result {
+        eprintln!("lumen-agent: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let cfg = AgentConfig::load(&args.config)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        tracing::warn!(
+            "not running as root: loading eBPF needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        );
+    }
+    let mut uplinks = vec![];
+    let mut host_ips = vec![];
+    for dev in &cfg.devices {
+        let idx = node_setup::ifindex(dev).with_context(|| {
+            format!("device {dev:?} (from `devices`) does not exist in this network namespace")
+        })?;
+        host_ips.extend(node_setup::addresses(dev).await);
+        uplinks.push((idx, dev.clone()));
+    }
+
+    let pin_dir = cfg.pin_dir();
+    let mut datapath = Datapath::load(
+        &pin_dir,
+        cfg.bpf.events_ring_bytes,
+        cfg.bpf.ct_max,
+        cfg.bpf.monitor_aggregation,
+        cfg.bpf.monitor_interval,
+    )?;
+    tracing::info!(
+        pins = %pin_dir.display(),
+        adopted = datapath.adopted_maps,
+        aggregation = ?cfg.bpf.monitor_aggregation,
+        "datapath loaded"
+    );
+    let events = datapath.take_events()?;
+    let lost = reader::LostCounters::new(datapath.take_lost()?);
+
+    let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
+    let state_rx = state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(500));
+    let agent = Agent::new(
+        cfg.clone(),
+        datapath,
+        endpoints,
+        state_rx.clone(),
+        uplinks,
+        host_ips,
+    );
+    agent.reconcile_datapath()?;
+    agent.prepare_node().await;
+
+    // Keep the ipcache in step with the state source.
+    {
+        let agent = agent.clone();
+        let mut rx = state_rx;
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                agent.rebuild_ipcache();
+            }
+        });
+    }
+
+    let reader_task = tokio::spawn(reader::run(events, lost, RingSink::new(agent.clone())));
+    let _local = localapi::serve(&cfg.agent_socket, agent.clone()).with_context(|| {
+        format!(
+            "binding the local API socket {}",
+            cfg.agent_socket.display()
+        )
+    })?;
+    tracing::info!(node = %agent.node_name, socket = %cfg.agent_socket.display(), "agent ready");
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down; programs and maps stay pinned and keep working");
+    };
+    tokio::select! {
+        r = observer::serve(agent.clone(), shutdown) => r?,
+        r = reader_task => {
+            r.context("ring-buffer reader panicked")?.context("ring-buffer reader failed")?;
+        }
+    }
+    let _ = std::fs::remove_file(&cfg.agent_socket);
+    let _ = std::fs::remove_file(&cfg.hubble.socket_path);
+    Ok(())
+}

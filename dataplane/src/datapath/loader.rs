@@ -136,7 +136,9 @@ pub struct Datapath {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid C string and out-pointer.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
@@ -144,7 +146,10 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DatapathError + '_ {
-    move |source| DatapathError::Io { path: path.to_path_buf(), source }
+    move |source| DatapathError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn permission_hint(e: aya::EbpfError) -> DatapathError {
@@ -187,24 +192,44 @@ impl Datapath {
             .map_max_entries(maps::CT, ct_max)
             .load(super::OBJECT)
             .map_err(permission_hint)?;
-        for name in [programs::FROM_ENDPOINT, programs::TO_ENDPOINT, programs::FROM_NETWORK, programs::TO_NETWORK] {
+        for name in [
+            programs::FROM_ENDPOINT,
+            programs::TO_ENDPOINT,
+            programs::FROM_NETWORK,
+            programs::TO_NETWORK,
+        ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::Missing(name))?
                 .try_into()
                 .map_err(|source| DatapathError::Program { name, source })?;
-            prog.load().map_err(|source| DatapathError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let mut dp = Datapath { ebpf, pin_dir: pin_dir.to_path_buf(), adopted_maps };
+        let mut dp = Datapath {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+            adopted_maps,
+        };
         dp.configure(monitor, interval)?;
         Ok(dp)
     }
 
     /// Writes the monitor-aggregation settings; takes effect on the next packet.
-    pub fn configure(&mut self, monitor: MonitorAggregation, interval: Duration) -> Result<(), DatapathError> {
-        let map = self.ebpf.map_mut(maps::CONFIG).ok_or(DatapathError::Missing(maps::CONFIG))?;
+    pub fn configure(
+        &mut self,
+        monitor: MonitorAggregation,
+        interval: Duration,
+    ) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::CONFIG)
+            .ok_or(DatapathError::Missing(maps::CONFIG))?;
         let mut cfg: Array<&mut MapData, DatapathConfig> =
-            Array::try_from(map).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })?;
+            Array::try_from(map).map_err(|source| DatapathError::Map {
+                name: maps::CONFIG,
+                source,
+            })?;
         let value = DatapathConfig {
             aggregation: match monitor {
                 MonitorAggregation::None => aggregation::NONE,
@@ -213,11 +238,16 @@ impl Datapath {
             _pad: 0,
             aggregation_interval_ns: interval.as_nanos() as u64,
         };
-        cfg.set(0, value, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })
+        cfg.set(0, value, 0).map_err(|source| DatapathError::Map {
+            name: maps::CONFIG,
+            source,
+        })
     }
 
     fn link_pin(&self, ifname: &str, hook: Hook) -> PathBuf {
-        self.pin_dir.join("links").join(format!("{ifname}-{}", hook.suffix()))
+        self.pin_dir
+            .join("links")
+            .join(format!("{ifname}-{}", hook.suffix()))
     }
 
     /// Attaches `hook`'s program to `ifname`, adopting a pinned link if one exists.
@@ -233,9 +263,13 @@ impl Datapath {
         let perr = |source| DatapathError::Program { name, source };
         match PinnedLink::from_pin(&pin) {
             Ok(old) => {
-                let link: SchedClassifierLink = FdLink::from(old)
-                    .try_into()
-                    .map_err(|e: LinkError| DatapathError::Pin { path: pin.clone(), reason: e.to_string() })?;
+                let link: SchedClassifierLink =
+                    FdLink::from(old)
+                        .try_into()
+                        .map_err(|e: LinkError| DatapathError::Pin {
+                            path: pin.clone(),
+                            reason: e.to_string(),
+                        })?;
                 let id = prog.attach_to_link(link).map_err(perr)?;
                 // The pin keeps the link alive; our handle may go.
                 let _ = prog.take_link(id).map_err(perr)?;
@@ -248,20 +282,34 @@ impl Datapath {
                 let _ = std::fs::remove_file(&pin);
             }
         }
-        match prog.attach_with_options(ifname, hook.attach_type(), TcAttachOptions::TcxOrder(LinkOrder::default())) {
+        match prog.attach_with_options(
+            ifname,
+            hook.attach_type(),
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        ) {
             Ok(id) => {
                 let link = prog.take_link(id).map_err(perr)?;
-                let fd: FdLink = link
-                    .try_into()
-                    .map_err(|e: LinkError| DatapathError::Pin { path: pin.clone(), reason: e.to_string() })?;
-                fd.pin(&pin).map_err(|e| DatapathError::Pin { path: pin.clone(), reason: e.to_string() })?;
+                let fd: FdLink = link.try_into().map_err(|e: LinkError| DatapathError::Pin {
+                    path: pin.clone(),
+                    reason: e.to_string(),
+                })?;
+                fd.pin(&pin).map_err(|e| DatapathError::Pin {
+                    path: pin.clone(),
+                    reason: e.to_string(),
+                })?;
                 Ok(AttachOutcome::Attached)
             }
             Err(tcx_err) => {
                 // Kernels before 6.6 have no TCX: fall back to a clsact qdisc.
                 tracing::warn!(ifname, error = %tcx_err, "TCX attach failed; falling back to clsact");
                 let _ = tc::qdisc_add_clsact(ifname);
-                let id = prog.attach_with_options(ifname, hook.attach_type(), TcAttachOptions::Netlink(Default::default())).map_err(perr)?;
+                let id = prog
+                    .attach_with_options(
+                        ifname,
+                        hook.attach_type(),
+                        TcAttachOptions::Netlink(Default::default()),
+                    )
+                    .map_err(perr)?;
                 // Netlink filters outlive the process by themselves.
                 std::mem::forget(prog.take_link(id).map_err(perr)?);
                 Ok(AttachOutcome::Clsact)
@@ -278,10 +326,15 @@ impl Datapath {
                 drop(fd); // last reference: the kernel detaches the program
                 Ok(())
             }
-            Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+                Ok(())
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&pin);
-                Err(DatapathError::Pin { path: pin, reason: e.to_string() })
+                Err(DatapathError::Pin {
+                    path: pin,
+                    reason: e.to_string(),
+                })
             }
         }
     }
@@ -289,19 +342,35 @@ impl Datapath {
     /// Pinned links whose interface name starts with `prefix` (to find stale ones).
     pub fn pinned_links(&self) -> Vec<String> {
         std::fs::read_dir(self.pin_dir.join("links"))
-            .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Takes the ring buffer for the reader.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
-        let map = self.ebpf.take_map(maps::EVENTS).ok_or(DatapathError::Missing(maps::EVENTS))?;
-        RingBuf::try_from(map).map_err(|source| DatapathError::Map { name: maps::EVENTS, source })
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .ok_or(DatapathError::Missing(maps::EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| DatapathError::Map {
+            name: maps::EVENTS,
+            source,
+        })
     }
 
     /// Takes the per-CPU lost-record counters for the reader.
     pub fn take_lost(&mut self) -> Result<PerCpuArray<MapData, u64>, DatapathError> {
-        let map = self.ebpf.take_map(maps::LOST).ok_or(DatapathError::Missing(maps::LOST))?;
-        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map { name: maps::LOST, source })
+        let map = self
+            .ebpf
+            .take_map(maps::LOST)
+            .ok_or(DatapathError::Missing(maps::LOST))?;
+        PerCpuArray::try_from(map).map_err(|source| DatapathError::Map {
+            name: maps::LOST,
+            source,
+        })
     }
 }

@@ -36,12 +36,17 @@ impl LostCounters {
     /// Starts from the map's current values: losses from before this agent started (for
     /// example while it was restarting) are reported once, on the first poll.
     pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        LostCounters { map, reported: vec![] }
+        LostCounters {
+            map,
+            reported: vec![],
+        }
     }
 
     /// Reports increases since the last poll.
     pub fn poll(&mut self, sink: &mut impl RecordSink) {
-        let Ok(values) = self.map.get(&0, 0) else { return };
+        let Ok(values) = self.map.get(&0, 0) else {
+            return;
+        };
         if self.reported.len() < values.len() {
             self.reported.resize(values.len(), 0);
         }
@@ -71,9 +76,14 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut impl RecordSink) -> usize {
 }
 
 /// Runs forever, draining `ring` into `sink`.
-pub async fn run(ring: RingBuf<MapData>, mut lost: LostCounters, mut sink: impl RecordSink) -> std::io::Result<()> {
+pub async fn run(
+    ring: RingBuf<MapData>,
+    mut lost: LostCounters,
+    mut sink: impl RecordSink,
+) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns the ring.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
     let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut lost_tick = tokio::time::interval(LOST_INTERVAL);

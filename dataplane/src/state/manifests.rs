@@ -39,19 +39,25 @@ pub enum ManifestError {
 pub fn parse_objects(path: &Path, text: &str) -> Result<Vec<Object>, ManifestError> {
     let mut out = vec![];
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|source| ManifestError::Parse { path: path.into(), source })?;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|source| ManifestError::Parse {
+            path: path.into(),
+            source,
+        })?;
         if value.is_null() {
             continue; // an empty document between `---` separators
         }
-        let obj: Object =
-            serde_yaml::from_value(value).map_err(|source| ManifestError::Parse { path: path.into(), source })?;
+        let obj: Object = serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
+            path: path.into(),
+            source,
+        })?;
         if obj.kind.ends_with("List") && !obj.items.is_empty() {
             for item in &obj.items {
-                out.push(
-                    serde_yaml::from_value(item.clone())
-                        .map_err(|source| ManifestError::Parse { path: path.into(), source })?,
-                );
+                out.push(serde_yaml::from_value(item.clone()).map_err(|source| {
+                    ManifestError::Parse {
+                        path: path.into(),
+                        source,
+                    }
+                })?);
             }
         } else {
             out.push(obj);
@@ -70,7 +76,10 @@ pub struct ManifestDir {
 impl ManifestDir {
     /// A source over `dir` (which may not exist yet).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ManifestDir { dir: dir.into(), files: BTreeMap::new() }
+        ManifestDir {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+        }
     }
 
     /// Rescans; returns whether anything changed, and the errors of files that failed
@@ -85,12 +94,23 @@ impl ManifestDir {
                 self.files.clear();
                 return (changed, errors);
             }
-            Err(source) => return (false, vec![ManifestError::Read { path: self.dir.clone(), source }]),
+            Err(source) => {
+                return (
+                    false,
+                    vec![ManifestError::Read {
+                        path: self.dir.clone(),
+                        source,
+                    }],
+                )
+            }
         };
         for entry in entries.flatten() {
             let path = entry.path();
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
             if hidden || !matches!(ext, "yaml" | "yml" | "json") {
                 continue;
             }
@@ -108,7 +128,10 @@ impl ManifestDir {
                 }
             }
             let parsed = std::fs::read_to_string(&path)
-                .map_err(|source| ManifestError::Read { path: path.clone(), source })
+                .map_err(|source| ManifestError::Read {
+                    path: path.clone(),
+                    source,
+                })
                 .and_then(|text| parse_objects(&path, &text));
             match parsed {
                 Ok(objs) => {
@@ -118,7 +141,11 @@ impl ManifestDir {
                 Err(e) => {
                     // Keep what the file held before, but remember this version as seen so
                     // the error is reported once per change, not on every scan.
-                    let prev = self.files.remove(&path).map(|(_, _, o)| o).unwrap_or_default();
+                    let prev = self
+                        .files
+                        .remove(&path)
+                        .map(|(_, _, o)| o)
+                        .unwrap_or_default();
                     self.files.insert(path, (mtime, len, prev));
                     errors.push(e);
                 }
@@ -149,7 +176,11 @@ pub fn watch(dir: PathBuf, interval: Duration) -> watch::Receiver<Arc<ClusterSta
             report(&errors, &src);
             if changed {
                 let (state, _) = src.state();
-                tracing::debug!(pods = state.pods.len(), nodes = state.nodes.len(), "state source changed");
+                tracing::debug!(
+                    pods = state.pods.len(),
+                    nodes = state.nodes.len(),
+                    "state source changed"
+                );
                 if tx.send(Arc::new(state)).is_err() {
                     return;
                 }
@@ -178,7 +209,8 @@ mod tests {
 
     #[test]
     fn parses_multi_document_files_and_lists() {
-        let text = format!("{POD}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: demo}}\n---\n");
+        let text =
+            format!("{POD}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: demo}}\n---\n");
         let objs = parse_objects(Path::new("x.yaml"), &text).unwrap();
         assert_eq!(objs.len(), 2);
         let list = "apiVersion: v1\nkind: List\nmetadata: {}\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: b}\n";
@@ -192,14 +224,18 @@ mod tests {
         assert!(problems.is_empty());
         let p = st.pod("demo", "client").unwrap();
         assert_eq!(p.labels["app"], "client");
-        assert_eq!(p.ips, vec!["10.100.1.5".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            p.ips,
+            vec!["10.100.1.5".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(p.service_account, "default");
     }
 
     #[test]
     fn bad_objects_are_reported_not_applied() {
         let bad = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDR: not-a-cidr}\n";
-        let (st, problems) = ClusterState::from_objects(parse_objects(Path::new("n.yaml"), bad).unwrap());
+        let (st, problems) =
+            ClusterState::from_objects(parse_objects(Path::new("n.yaml"), bad).unwrap());
         assert!(st.nodes.is_empty());
         assert!(problems[0].contains("not-a-cidr"), "{problems:?}");
     }

@@ -109,7 +109,10 @@ pub enum ObjectError {
     },
 }
 
-fn sub<T: for<'de> Deserialize<'de> + Default>(v: &serde_yaml::Value, field: &'static str) -> Result<T, ObjectError> {
+fn sub<T: for<'de> Deserialize<'de> + Default>(
+    v: &serde_yaml::Value,
+    field: &'static str,
+) -> Result<T, ObjectError> {
     if v.is_null() {
         return Ok(T::default());
     }
@@ -131,7 +134,10 @@ impl Namespace {
         if o.metadata.name.is_empty() {
             return Err(ObjectError::Missing("metadata.name"));
         }
-        Ok(Namespace { name: o.metadata.name.clone(), labels: o.metadata.labels.clone() })
+        Ok(Namespace {
+            name: o.metadata.name.clone(),
+            labels: o.metadata.labels.clone(),
+        })
     }
 }
 
@@ -182,7 +188,10 @@ struct PodIp {
 }
 
 fn parse_ip(field: &'static str, s: &str) -> Result<IpAddr, ObjectError> {
-    s.parse().map_err(|_| ObjectError::BadValue { field, value: s.to_string() })
+    s.parse().map_err(|_| ObjectError::BadValue {
+        field,
+        value: s.to_string(),
+    })
 }
 
 impl Pod {
@@ -201,7 +210,11 @@ impl Pod {
             ips.push(parse_ip("status.podIP", &status.pod_ip)?);
         }
         Ok(Pod {
-            namespace: o.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: o
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             name: o.metadata.name.clone(),
             labels: o.metadata.labels.clone(),
             node_name: spec.node_name,
@@ -275,16 +288,29 @@ impl Node {
         }
         let pod_cidrs = cidrs
             .iter()
-            .map(|c| c.parse().map_err(|_| ObjectError::BadValue { field: "spec.podCIDRs", value: c.clone() }))
+            .map(|c| {
+                c.parse().map_err(|_| ObjectError::BadValue {
+                    field: "spec.podCIDRs",
+                    value: c.clone(),
+                })
+            })
             .collect::<Result<_, _>>()?;
         let mut addresses = vec![];
         for a in status.addresses {
             if a.kind == "Hostname" {
                 continue;
             }
-            addresses.push(NodeAddress { address: parse_ip("status.addresses", &a.address)?, kind: a.kind });
+            addresses.push(NodeAddress {
+                address: parse_ip("status.addresses", &a.address)?,
+                kind: a.kind,
+            });
         }
-        Ok(Node { name: o.metadata.name.clone(), labels: o.metadata.labels.clone(), pod_cidrs, addresses })
+        Ok(Node {
+            name: o.metadata.name.clone(),
+            labels: o.metadata.labels.clone(),
+            pod_cidrs,
+            addresses,
+        })
     }
 
     /// The first InternalIP, else any address.

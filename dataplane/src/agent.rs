@@ -1,0 +1,306 @@
+//! The agent's shared core: datapath, endpoints, IPAM, ipcache and the flow ring, with the
+//! operations the local API and the background tasks perform on them.
+
+use crate::{
+    config::AgentConfig,
+    datapath::{Datapath, DatapathError, Hook},
+    endpoints::{EndpointStore, EndpointStoreError},
+    events::Event,
+    ipcache::{IpCache, NodeView},
+    node_setup,
+    ring::Ring,
+    state::ClusterState,
+};
+use lumen_cni::{
+    ipam::Ipam,
+    protocol::{Attachment, EndpointSpec, IpamResult, Request, Response},
+};
+use parking_lot::{Mutex, RwLock};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+use tokio::sync::watch;
+
+/// Errors the local API reports back to the CNI plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// This node has no pod CIDR yet.
+    #[error("node {node} has no spec.podCIDR in the state source ({dir}); add the Node object and retry")]
+    NoPodCidr {
+        /// This node.
+        node: String,
+        /// Where the agent looks.
+        dir: String,
+    },
+    /// IPAM failed.
+    #[error("IPAM: {0}")]
+    Ipam(#[from] lumen_cni::ipam::IpamError),
+    /// Endpoint bookkeeping failed.
+    #[error(transparent)]
+    Endpoints(#[from] EndpointStoreError),
+    /// Attaching or detaching programs failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// Preparing the node failed.
+    #[error(transparent)]
+    NodeSetup(#[from] node_setup::NodeSetupError),
+}
+
+struct IpamState {
+    cidr: ipnet::IpNet,
+    gateway: IpAddr,
+    ipam: Ipam,
+}
+
+/// The running agent.
+pub struct Agent {
+    /// Configuration.
+    pub cfg: AgentConfig,
+    /// `<cluster>/<node>`.
+    pub node_name: Arc<str>,
+    /// The flow ring.
+    pub ring: Arc<Ring<Arc<Event>>>,
+    /// When the agent started.
+    pub started: Instant,
+    /// Wall-clock start.
+    pub started_at: SystemTime,
+    datapath: Mutex<Datapath>,
+    endpoints: Mutex<EndpointStore>,
+    ipam: tokio::sync::Mutex<Option<IpamState>>,
+    ipcache: RwLock<Arc<IpCache>>,
+    state: watch::Receiver<Arc<ClusterState>>,
+    uplinks: Vec<(u32, String)>,
+    host_ips: RwLock<Vec<IpAddr>>,
+}
+
+impl Agent {
+    /// Assembles the agent from its loaded parts.
+    pub fn new(
+        cfg: AgentConfig,
+        datapath: Datapath,
+        endpoints: EndpointStore,
+        state: watch::Receiver<Arc<ClusterState>>,
+        uplinks: Vec<(u32, String)>,
+        host_ips: Vec<IpAddr>,
+    ) -> Arc<Self> {
+        let agent = Arc::new(Agent {
+            node_name: cfg.hubble_node_name().into(),
+            ring: Arc::new(Ring::new(cfg.ring_capacity())),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            datapath: Mutex::new(datapath),
+            endpoints: Mutex::new(endpoints),
+            ipam: tokio::sync::Mutex::new(None),
+            ipcache: RwLock::new(Arc::new(IpCache::default())),
+            state,
+            uplinks,
+            host_ips: RwLock::new(host_ips),
+            cfg,
+        });
+        agent.rebuild_ipcache();
+        agent
+    }
+
+    /// The current ipcache snapshot.
+    pub fn ipcache(&self) -> Arc<IpCache> {
+        self.ipcache.read().clone()
+    }
+
+    /// Recomputes the ipcache from the state and the local endpoints.
+    pub fn rebuild_ipcache(&self) {
+        let state = self.state.borrow().clone();
+        let locals: Vec<_> = self.endpoints.lock().all().cloned().collect();
+        let host_ips = self.host_ips.read().clone();
+        let cache = IpCache::build(
+            &state,
+            &locals,
+            &NodeView {
+                node_name: &self.cfg.node_name,
+                cluster: &self.cfg.cluster.name,
+                host_ips: &host_ips,
+                uplinks: &self.uplinks,
+            },
+        );
+        *self.ipcache.write() = Arc::new(cache);
+    }
+
+    /// Re-attaches to every known endpoint and uplink (adopting pinned links), and drops
+    /// pinned links of endpoints that no longer exist.
+    pub fn reconcile_datapath(&self) -> Result<(), AgentError> {
+        let mut dp = self.datapath.lock();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (_, dev) in &self.uplinks {
+            for hook in Hook::NETWORK {
+                let outcome = dp.attach(dev, hook)?;
+                tracing::info!(device = %dev, ?hook, ?outcome, "uplink observed");
+            }
+            wanted.insert(dev.clone());
+        }
+        let eps: Vec<_> = self.endpoints.lock().all().cloned().collect();
+        for ep in eps {
+            let ifname = &ep.spec.host_ifname;
+            if node_setup::ifindex(ifname).is_none() {
+                tracing::warn!(ifname, pod = %ep.spec.pod_name, "endpoint interface is gone; waiting for CNI DEL");
+                continue;
+            }
+            for hook in Hook::ENDPOINT {
+                let outcome = dp.attach(ifname, hook)?;
+                tracing::info!(ifname, ?hook, ?outcome, pod = %ep.spec.pod_name, "endpoint observed");
+            }
+            wanted.insert(ifname.clone());
+        }
+        for pin in dp.pinned_links() {
+            let Some((ifname, _)) = pin.rsplit_once('-') else {
+                continue;
+            };
+            if !wanted.contains(ifname) {
+                tracing::info!(ifname, "dropping link of a vanished interface");
+                for hook in Hook::ENDPOINT.into_iter().chain(Hook::NETWORK) {
+                    let _ = dp.detach(ifname, hook);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens IPAM once this node's pod CIDR is known, preparing the node's router.
+    async fn ipam(&self) -> Result<tokio::sync::MutexGuard<'_, Option<IpamState>>, AgentError> {
+        let mut guard = self.ipam.lock().await;
+        if guard.is_none() {
+            let cidr = self
+                .state
+                .borrow()
+                .nodes
+                .get(&self.cfg.node_name)
+                .and_then(|n| {
+                    n.pod_cidrs
+                        .iter()
+                        .find(|c| matches!(c, ipnet::IpNet::V4(_)))
+                        .copied()
+                })
+                .ok_or_else(|| AgentError::NoPodCidr {
+                    node: self.cfg.node_name.clone(),
+                    dir: self.cfg.manifests_dir.display().to_string(),
+                })?;
+            let gateway = router_ip(&cidr);
+            node_setup::ensure(gateway).await?;
+            self.host_ips.write().push(gateway);
+            let ipam = Ipam::open(&self.cfg.state_dir.join("ipam.json"), cidr, gateway)?;
+            tracing::info!(%cidr, %gateway, "IPAM ready");
+            *guard = Some(IpamState {
+                cidr,
+                gateway,
+                ipam,
+            });
+            drop(guard);
+            self.rebuild_ipcache();
+            guard = self.ipam.lock().await;
+        }
+        Ok(guard)
+    }
+
+    /// Prepares the node if its pod CIDR is already known (at start-up).
+    pub async fn prepare_node(&self) {
+        if let Err(e) = self.ipam().await {
+            tracing::warn!(error = %e, "node not prepared yet; will retry on the first pod");
+        }
+    }
+
+    /// Handles one local-API request.
+    pub async fn handle(&self, req: Request) -> Response {
+        let result = match req {
+            Request::IpamAllocate {
+                attachment,
+                pod_namespace,
+                pod_name,
+            } => self
+                .allocate(&attachment, &pod_namespace, &pod_name)
+                .await
+                .map(Response::Allocated),
+            Request::EndpointAdd(spec) => self
+                .endpoint_add(spec)
+                .map(|endpoint_id| Response::EndpointAdded { endpoint_id }),
+            Request::EndpointDel { attachment } => self
+                .endpoint_del(&attachment)
+                .await
+                .map(|spec| Response::EndpointDeleted { spec }),
+            Request::EndpointGet { attachment } => {
+                let eps = self.endpoints.lock();
+                let ep = eps.get(&attachment);
+                Ok(Response::Endpoint {
+                    spec: ep.map(|e| e.spec.clone()),
+                    endpoint_id: ep.map(|e| e.id),
+                })
+            }
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "local API request failed");
+            Response::Error {
+                message: e.to_string(),
+            }
+        })
+    }
+
+    async fn allocate(
+        &self,
+        a: &Attachment,
+        ns: &str,
+        pod: &str,
+    ) -> Result<IpamResult, AgentError> {
+        let mut guard = self.ipam().await?;
+        let st = guard.as_mut().expect("ipam() initialised it");
+        let ip = st.ipam.allocate(a, &format!("{ns}/{pod}"))?;
+        tracing::info!(%ip, namespace = ns, pod, "address allocated");
+        Ok(IpamResult {
+            ip,
+            prefix_len: st.cidr.prefix_len(),
+            gateway: st.gateway,
+        })
+    }
+
+    fn endpoint_add(&self, spec: EndpointSpec) -> Result<u32, AgentError> {
+        {
+            let mut dp = self.datapath.lock();
+            for hook in Hook::ENDPOINT {
+                dp.attach(&spec.host_ifname, hook)?;
+            }
+        }
+        let (ns, pod, ifname) = (
+            spec.pod_namespace.clone(),
+            spec.pod_name.clone(),
+            spec.host_ifname.clone(),
+        );
+        let id = self.endpoints.lock().add(spec)?;
+        self.rebuild_ipcache();
+        tracing::info!(endpoint_id = id, namespace = %ns, pod = %pod, %ifname, "endpoint added");
+        Ok(id)
+    }
+
+    async fn endpoint_del(&self, a: &Attachment) -> Result<Option<EndpointSpec>, AgentError> {
+        let removed = self.endpoints.lock().remove(a)?;
+        if let Some(ep) = &removed {
+            let mut dp = self.datapath.lock();
+            for hook in Hook::ENDPOINT {
+                dp.detach(&ep.spec.host_ifname, hook)?;
+            }
+            tracing::info!(endpoint_id = ep.id, pod = %ep.spec.pod_name, "endpoint removed");
+        }
+        if let Ok(mut guard) = self.ipam().await {
+            if let Some(st) = guard.as_mut() {
+                st.ipam.release(a)?;
+            }
+        }
+        self.rebuild_ipcache();
+        Ok(removed.map(|e| e.spec))
+    }
+}
+
+/// The router (gateway) address of a pod CIDR: its first host address.
+pub fn router_ip(cidr: &ipnet::IpNet) -> IpAddr {
+    match cidr {
+        ipnet::IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 1).into()),
+        ipnet::IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 1).into()),
+    }
+}

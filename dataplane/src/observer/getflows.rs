@@ -1,0 +1,253 @@
+//! GetFlows semantics over the flow ring, as Hubble defines them:
+//! `number` with `first=false` → the most recent N matching flows, oldest first;
+//! `first=true` → the oldest N; `number=0` → everything in range (all of the ring unless
+//! `follow` alone asks only for new flows); `since`/`until` bound flow time (inclusive);
+//! `follow` keeps streaming new flows. Whitelist/blacklist filters select flows (loss
+//! reports always pass), and the field mask trims each flow.
+
+use crate::{
+    events::{Event, LostInfo, LostSource},
+    flow_proto,
+    ring::Ring,
+};
+use lumen_api::observer::{GetFlowsRequest, GetFlowsResponse};
+use lumen_filter::{fieldmask::FlowMask, FlowMatcher};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Events copied out of the ring per step.
+const CHUNK: usize = 1024;
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A filter is invalid.
+    #[error("{0}")]
+    Filter(#[from] lumen_filter::FilterError),
+    /// The field mask names an unknown field.
+    #[error("{0}")]
+    FieldMask(#[from] lumen_filter::fieldmask::FieldMaskError),
+    /// `since` after `until`, or a timestamp out of range.
+    #[error("invalid time range: {0}")]
+    TimeRange(String),
+}
+
+/// A validated GetFlows request.
+pub struct Query {
+    number: u64,
+    first: bool,
+    follow: bool,
+    since: Option<i64>,
+    until: Option<i64>,
+    matcher: FlowMatcher,
+    mask: Option<FlowMask>,
+}
+
+fn ns(t: &lumen_api::wkt::Timestamp, field: &str) -> Result<i64, QueryError> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(QueryError::TimeRange(format!(
+            "{field}.nanos {} out of range",
+            t.nanos
+        )));
+    }
+    t.seconds
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(t.nanos as i64))
+        .ok_or_else(|| QueryError::TimeRange(format!("{field} out of range")))
+}
+
+impl Query {
+    /// Validates a request.
+    pub fn from_request(req: &GetFlowsRequest) -> Result<Self, QueryError> {
+        let since = req.since.as_ref().map(|t| ns(t, "since")).transpose()?;
+        let until = req.until.as_ref().map(|t| ns(t, "until")).transpose()?;
+        if let (Some(s), Some(u)) = (since, until) {
+            if s > u {
+                return Err(QueryError::TimeRange("since is after until".into()));
+            }
+        }
+        let mask = match &req.field_mask {
+            Some(m) if !m.paths.is_empty() => Some(FlowMask::compile(&m.paths)?),
+            _ => None,
+        };
+        Ok(Query {
+            number: req.number,
+            first: req.first,
+            follow: req.follow,
+            since,
+            until,
+            matcher: FlowMatcher::compile(&req.whitelist, &req.blacklist)?,
+            mask,
+        })
+    }
+
+    fn before_since(&self, t: i64) -> bool {
+        self.since.is_some_and(|s| t < s)
+    }
+
+    fn after_until(&self, t: i64) -> bool {
+        self.until.is_some_and(|u| t > u)
+    }
+
+    /// The response for an event, if it passes the filters (flows only; loss reports pass).
+    pub fn render(&self, ev: &Event) -> Option<GetFlowsResponse> {
+        match ev {
+            Event::Flow(f) => {
+                let flow = flow_proto::flow(f);
+                if !self.matcher.matches(&flow) {
+                    return None;
+                }
+                let flow = match &self.mask {
+                    Some(m) => m.apply(&flow),
+                    None => flow,
+                };
+                let mut resp = flow_proto::flow_response(flow);
+                // The envelope keeps node and time even when the mask drops them.
+                resp.node_name = f.node_name.to_string();
+                resp.time = Some(flow_proto::timestamp(f.time_ns));
+                Some(resp)
+            }
+            Event::Lost(_) => Some(flow_proto::response(ev)),
+        }
+    }
+
+    /// The stored part of the answer, in stream order, and the ring position where
+    /// following continues.
+    pub fn history(&self, ring: &Ring<Arc<Event>>) -> (Vec<GetFlowsResponse>, u64) {
+        let (oldest, tail) = ring.bounds();
+        let mut out = vec![];
+        let want_all = self.number == 0 && (!self.follow || self.since.is_some());
+        if self.number == 0 && !want_all {
+            return (out, tail);
+        }
+        let limit = if self.number == 0 {
+            u64::MAX
+        } else {
+            self.number
+        };
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut flows = 0u64;
+        if self.first || want_all {
+            let mut cursor = oldest;
+            'fwd: while cursor < tail {
+                buf.clear();
+                let r = ring.read_from(cursor, CHUNK.min((tail - cursor) as usize), &mut buf);
+                cursor = r.next;
+                for ev in &buf {
+                    let t = ev.time_ns();
+                    if self.before_since(t) {
+                        continue;
+                    }
+                    if self.after_until(t) {
+                        break 'fwd;
+                    }
+                    if let Some(resp) = self.render(ev) {
+                        flows += matches!(**ev, Event::Flow(_)) as u64;
+                        out.push(resp);
+                        if flows >= limit {
+                            break 'fwd;
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    break;
+                }
+            }
+        } else {
+            let mut before = tail;
+            'back: while before > oldest {
+                buf.clear();
+                before = ring.read_back(before, CHUNK, &mut buf);
+                for ev in &buf {
+                    let t = ev.time_ns();
+                    if self.after_until(t) {
+                        continue;
+                    }
+                    if self.before_since(t) {
+                        break 'back;
+                    }
+                    if let Some(resp) = self.render(ev) {
+                        flows += matches!(**ev, Event::Flow(_)) as u64;
+                        out.push(resp);
+                        if flows >= limit {
+                            break 'back;
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    break;
+                }
+            }
+            out.reverse();
+        }
+        (out, tail)
+    }
+
+    /// Streams the answer into `tx` until done, the client goes away, or `until` passes.
+    pub async fn run(
+        self,
+        ring: Arc<Ring<Arc<Event>>>,
+        node_name: Arc<str>,
+        tx: mpsc::Sender<Result<GetFlowsResponse, tonic::Status>>,
+    ) {
+        let mut rx = ring.subscribe();
+        let (history, mut cursor) = self.history(&ring);
+        for resp in history {
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
+            }
+        }
+        if !self.follow {
+            return;
+        }
+        let mut buf = Vec::with_capacity(CHUNK);
+        loop {
+            buf.clear();
+            let r = ring.read_from(cursor, CHUNK, &mut buf);
+            cursor = r.next;
+            if r.lost > 0 {
+                let lost = Event::Lost(LostInfo {
+                    source: LostSource::FlowRing,
+                    count: r.lost,
+                    cpu: None,
+                    time_ns: now_ns(),
+                    node_name: node_name.clone(),
+                });
+                if tx.send(Ok(flow_proto::response(&lost))).await.is_err() {
+                    return;
+                }
+            }
+            for ev in &buf {
+                if self.after_until(ev.time_ns()) {
+                    return;
+                }
+                if self.before_since(ev.time_ns()) {
+                    continue;
+                }
+                if let Some(resp) = self.render(ev) {
+                    if tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if buf.is_empty() {
+                if self.after_until(now_ns()) {
+                    return;
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)), if self.until.is_some() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Wall-clock now in ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
