@@ -73,7 +73,9 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ClientError::Unavailable { .. } | ClientError::Timeout { .. } | ClientError::NoAnswer { .. }
+            ClientError::Unavailable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::NoAnswer { .. }
         )
     }
 }
@@ -88,7 +90,10 @@ pub struct AgentClient {
 impl AgentClient {
     /// A client for `socket` with [`DEFAULT_TIMEOUT`].
     pub fn new(socket: impl Into<PathBuf>) -> AgentClient {
-        AgentClient { socket: socket.into(), timeout: DEFAULT_TIMEOUT }
+        AgentClient {
+            socket: socket.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     /// The same client with another read/write timeout.
@@ -118,18 +123,26 @@ impl AgentClient {
 
         let mut answer = Vec::new();
         let mut reader = BufReader::new(stream.take(MAX_ANSWER_BYTES));
-        reader.read_until(b'\n', &mut answer).map_err(|e| self.io_error(e))?;
+        reader
+            .read_until(b'\n', &mut answer)
+            .map_err(|e| self.io_error(e))?;
         if answer.is_empty() {
-            return Err(ClientError::NoAnswer { socket: self.socket.clone() });
+            return Err(ClientError::NoAnswer {
+                socket: self.socket.clone(),
+            });
         }
-        serde_json::from_slice(&answer)
-            .map_err(|source| ClientError::BadAnswer { socket: self.socket.clone(), source })
+        serde_json::from_slice(&answer).map_err(|source| ClientError::BadAnswer {
+            socket: self.socket.clone(),
+            source,
+        })
     }
 
     fn connect(&self) -> Result<UnixStream, ClientError> {
-        let stream = UnixStream::connect(&self.socket).map_err(|source| {
-            ClientError::Unavailable { socket: self.socket.clone(), source }
-        })?;
+        let stream =
+            UnixStream::connect(&self.socket).map_err(|source| ClientError::Unavailable {
+                socket: self.socket.clone(),
+                source,
+            })?;
         let timeout = Some(self.timeout);
         stream
             .set_read_timeout(timeout)
@@ -140,14 +153,18 @@ impl AgentClient {
 
     fn io_error(&self, source: io::Error) -> ClientError {
         match source.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                ClientError::Timeout { socket: self.socket.clone(), timeout: self.timeout }
-            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
+                socket: self.socket.clone(),
+                timeout: self.timeout,
+            },
             // The agent dying mid-request looks like this; a retry will reach the new one.
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                ClientError::NoAnswer { socket: self.socket.clone() }
-            }
-            _ => ClientError::Io { socket: self.socket.clone(), source },
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ClientError::NoAnswer {
+                socket: self.socket.clone(),
+            },
+            _ => ClientError::Io {
+                socket: self.socket.clone(),
+                source,
+            },
         }
     }
 }
@@ -160,7 +177,10 @@ mod tests {
 
     fn get() -> Request {
         Request::EndpointGet {
-            attachment: Attachment { container_id: "c1".into(), ifname: "eth0".into() },
+            attachment: Attachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            },
         }
     }
 
@@ -171,12 +191,17 @@ mod tests {
         let err = AgentClient::new(&socket).call(&get()).unwrap_err();
         assert!(err.is_retryable());
         let text = err.to_string();
-        assert!(text.contains("is lumen-agent running on this node?"), "{text}");
+        assert!(
+            text.contains("is lumen-agent running on this node?"),
+            "{text}"
+        );
         assert!(text.contains(&socket.display().to_string()), "{text}");
     }
 
     /// A one-shot stand-in for the agent that answers with `answer` (test double).
-    fn fake_agent(answer: &'static [u8]) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<String>) {
+    fn fake_agent(
+        answer: &'static [u8],
+    ) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<String>) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap();
@@ -196,7 +221,13 @@ mod tests {
         let (_dir, socket, agent) =
             fake_agent(b"{\"status\":\"endpoint\",\"spec\":null,\"endpoint_id\":null}\n");
         let answer = AgentClient::new(&socket).call(&get()).unwrap();
-        assert_eq!(answer, Response::Endpoint { spec: None, endpoint_id: None });
+        assert_eq!(
+            answer,
+            Response::Endpoint {
+                spec: None,
+                endpoint_id: None
+            }
+        );
         let sent = agent.join().unwrap();
         assert!(sent.ends_with('\n'));
         let parsed: Request = serde_json::from_str(sent.trim_end()).unwrap();

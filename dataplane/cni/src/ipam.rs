@@ -174,7 +174,10 @@ impl Ipam {
             }
         };
         if !gateway.is_ipv4() {
-            return Err(IpamError::GatewayFamily { gateway, cidr: pod_cidr });
+            return Err(IpamError::GatewayFamily {
+                gateway,
+                cidr: pod_cidr,
+            });
         }
         let mut ipam = Ipam {
             path: state_file.to_path_buf(),
@@ -195,15 +198,26 @@ impl Ipam {
                 }
                 ipam.persist()?;
             }
-            Err(source) => return Err(IpamError::Read { path: state_file.to_path_buf(), source }),
+            Err(source) => {
+                return Err(IpamError::Read {
+                    path: state_file.to_path_buf(),
+                    source,
+                })
+            }
         }
         Ok(ipam)
     }
 
     fn load(&mut self, bytes: &[u8]) -> Result<(), IpamError> {
-        let state: StateFile = serde_json::from_slice(bytes)
-            .map_err(|source| IpamError::Corrupt { path: self.path.clone(), source })?;
-        let inconsistent = |problem: String| IpamError::Inconsistent { path: self.path.clone(), problem };
+        let state: StateFile =
+            serde_json::from_slice(bytes).map_err(|source| IpamError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
+        let inconsistent = |problem: String| IpamError::Inconsistent {
+            path: self.path.clone(),
+            problem,
+        };
         if state.version != STATE_VERSION {
             return Err(inconsistent(format!(
                 "format version {} is not the supported {STATE_VERSION}",
@@ -260,7 +274,8 @@ impl Ipam {
         })?;
         let key = key(attachment);
         let previous_last = self.last.replace(ip);
-        self.by_attachment.insert(key.clone(), (owner.to_string(), ip));
+        self.by_attachment
+            .insert(key.clone(), (owner.to_string(), ip));
         self.in_use.insert(ip);
         if let Err(e) = self.persist() {
             self.by_attachment.remove(&key);
@@ -298,7 +313,10 @@ impl Ipam {
         self.by_attachment
             .iter()
             .map(|((container_id, ifname), (owner, ip))| Allocation {
-                attachment: Attachment { container_id: container_id.clone(), ifname: ifname.clone() },
+                attachment: Attachment {
+                    container_id: container_id.clone(),
+                    ifname: ifname.clone(),
+                },
                 owner: owner.clone(),
                 ip: IpAddr::V4(*ip),
             })
@@ -367,8 +385,10 @@ impl Ipam {
             source: io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        write_atomically(&self.path, &bytes)
-            .map_err(|source| IpamError::Persist { path: self.path.clone(), source })
+        write_atomically(&self.path, &bytes).map_err(|source| IpamError::Persist {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -387,7 +407,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     drop(file);
     fs::rename(&tmp, path)?;
     // The rename is durable only once the directory entry is on disk.
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 
@@ -396,11 +419,18 @@ mod tests {
     use super::*;
 
     fn att(id: &str) -> Attachment {
-        Attachment { container_id: id.to_string(), ifname: "eth0".to_string() }
+        Attachment {
+            container_id: id.to_string(),
+            ifname: "eth0".to_string(),
+        }
     }
 
     fn open(dir: &Path, cidr: &str, gw: &str) -> Result<Ipam, IpamError> {
-        Ipam::open(&dir.join("ipam.json"), cidr.parse().unwrap(), gw.parse().unwrap())
+        Ipam::open(
+            &dir.join("ipam.json"),
+            cidr.parse().unwrap(),
+            gw.parse().unwrap(),
+        )
     }
 
     #[test]
@@ -416,10 +446,15 @@ mod tests {
         for id in ["b", "c", "d", "e"] {
             all.push(ipam.allocate(&att(id), &format!("demo/{id}")).unwrap());
         }
-        let expected: Vec<IpAddr> = (2..=6).map(|i| format!("10.1.0.{i}").parse().unwrap()).collect();
+        let expected: Vec<IpAddr> = (2..=6)
+            .map(|i| format!("10.1.0.{i}").parse().unwrap())
+            .collect();
         assert_eq!(all, expected);
         let err = ipam.allocate(&att("f"), "demo/f").unwrap_err();
-        assert!(matches!(err, IpamError::Exhausted { in_use: 5, .. }), "{err}");
+        assert!(
+            matches!(err, IpamError::Exhausted { in_use: 5, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("10.1.0.0/29"));
     }
 
@@ -428,7 +463,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ipam = open(dir.path(), "10.1.0.0/24", "10.1.0.1").unwrap();
         let eth0 = ipam.allocate(&att("a"), "demo/a").unwrap();
-        let net1 = Attachment { container_id: "a".into(), ifname: "net1".into() };
+        let net1 = Attachment {
+            container_id: "a".into(),
+            ifname: "net1".into(),
+        };
         assert_ne!(ipam.allocate(&net1, "demo/a").unwrap(), eth0);
     }
 
@@ -445,7 +483,10 @@ mod tests {
             .iter()
             .map(|id| ipam.allocate(&att(id), "demo/x").unwrap().to_string())
             .collect();
-        assert_eq!(got, ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.1"]);
+        assert_eq!(
+            got,
+            ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.1"]
+        );
     }
 
     #[test]
@@ -463,7 +504,10 @@ mod tests {
         assert_eq!(ipam.get(&att("b")), Some(b));
         assert_eq!(ipam.allocate(&att("b"), "demo/b").unwrap(), b);
         let c = ipam.allocate(&att("c"), "demo/c").unwrap();
-        assert_ne!(c, a, "the cursor survives too: no early reuse after restart");
+        assert_ne!(
+            c, a,
+            "the cursor survives too: no early reuse after restart"
+        );
         assert_eq!(ipam.allocations().len(), 2);
         assert_eq!(ipam.allocations()[0].owner, "demo/b");
         assert!(!dir.path().join("ipam.json.tmp").exists());
@@ -473,7 +517,12 @@ mod tests {
     fn creates_missing_directory_and_writes_state_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("var/lib/lumen/ipam.json");
-        Ipam::open(&path, "10.3.0.0/24".parse().unwrap(), "10.3.0.1".parse().unwrap()).unwrap();
+        Ipam::open(
+            &path,
+            "10.3.0.0/24".parse().unwrap(),
+            "10.3.0.1".parse().unwrap(),
+        )
+        .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("10.3.0.0/24"), "{text}");
     }
@@ -522,10 +571,17 @@ mod tests {
     #[test]
     fn unusable_configuration_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        for (cidr, gw) in [("10.0.0.0/31", "10.0.0.1"), ("fd00::/64", "fd00::1"), ("10.0.0.0/24", "fd00::1")] {
+        for (cidr, gw) in [
+            ("10.0.0.0/31", "10.0.0.1"),
+            ("fd00::/64", "fd00::1"),
+            ("10.0.0.0/24", "fd00::1"),
+        ] {
             let err = open(dir.path(), cidr, gw).unwrap_err();
             assert!(
-                matches!(err, IpamError::UnsupportedCidr { .. } | IpamError::GatewayFamily { .. }),
+                matches!(
+                    err,
+                    IpamError::UnsupportedCidr { .. } | IpamError::GatewayFamily { .. }
+                ),
                 "{cidr}: {err}"
             );
         }
@@ -541,6 +597,9 @@ mod tests {
         assert!(matches!(err, IpamError::Persist { .. }), "{err}");
         assert_eq!(ipam.get(&att("a")), None);
         fs::remove_dir(dir.path().join("ipam.json.tmp")).unwrap();
-        assert_eq!(ipam.allocate(&att("a"), "demo/a").unwrap().to_string(), "10.1.0.2");
+        assert_eq!(
+            ipam.allocate(&att("a"), "demo/a").unwrap().to_string(),
+            "10.1.0.2"
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! - [`plugin`]: the ADD / DEL / CHECK / VERSION / STATUS / GC dispatch.
 //! - [`ipam`]: the agent-side address allocator.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod ipam;
 pub mod plugin;

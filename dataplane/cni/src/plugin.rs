@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use crate::client::AgentClient;
 use crate::protocol::{Attachment, EndpointSpec, IpamResult, Request, Response};
 use crate::spec::{
-    sniff_version, CniError, CniResult, CniVersion, Command, DelTarget, Dns, ErrorReply,
-    Interface, IpConfig, NetConf, Route, Target, VersionInfo, FALLBACK_VERSION,
+    sniff_version, CniError, CniResult, CniVersion, Command, DelTarget, Dns, ErrorReply, Interface,
+    IpConfig, NetConf, Route, Target, VersionInfo, FALLBACK_VERSION,
 };
 use crate::wire::{self, WireSpec};
 
@@ -31,13 +31,17 @@ pub struct Outcome {
 
 /// A failure plus what rolling back could not undo.
 struct Failure {
-    error: CniError,
+    // Boxed: every command returns Result<_, Failure> and CniError is large.
+    error: Box<CniError>,
     rollback: Vec<String>,
 }
 
 impl From<CniError> for Failure {
     fn from(error: CniError) -> Failure {
-        Failure { error, rollback: Vec::new() }
+        Failure {
+            error: Box::new(error),
+            rollback: Vec::new(),
+        }
     }
 }
 
@@ -55,17 +59,34 @@ pub fn run(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
         Ok(command) => command,
         Err(error) => {
             let conf = NetConf::parse(stdin).ok();
-            return finish(conf.as_ref(), "?", "", &answer_version, Err(error.into()), started);
+            return finish(
+                conf.as_ref(),
+                "?",
+                "",
+                &answer_version,
+                Err(error.into()),
+                started,
+            );
         }
     };
     if command == Command::Version {
         let info = VersionInfo::new(sniff_version(stdin).as_deref());
-        return Outcome { stdout: json_line(&info), exit_code: 0 };
+        return Outcome {
+            stdout: json_line(&info),
+            exit_code: 0,
+        };
     }
     let conf = match NetConf::parse(stdin) {
         Ok(conf) => conf,
         Err(error) => {
-            return finish(None, command.name(), "", &answer_version, Err(error.into()), started)
+            return finish(
+                None,
+                command.name(),
+                "",
+                &answer_version,
+                Err(error.into()),
+                started,
+            )
         }
     };
     let who = describe(&command);
@@ -76,10 +97,20 @@ pub fn run(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
         Command::Status => status(&conf),
         // Stale attachments are released by DEL; a GC that can enumerate the agent's
         // endpoints needs a protocol request the agent does not offer yet.
-        Command::Gc => Ok(Done { stdout: String::new(), log: "nothing to collect".into() }),
+        Command::Gc => Ok(Done {
+            stdout: String::new(),
+            log: "nothing to collect".into(),
+        }),
         Command::Version => unreachable!("answered above"),
     };
-    finish(Some(&conf), command.name(), &who, &conf.cni_version, result, started)
+    finish(
+        Some(&conf),
+        command.name(),
+        &who,
+        &conf.cni_version,
+        result,
+        started,
+    )
 }
 
 fn finish(
@@ -91,7 +122,13 @@ fn finish(
     started: Instant,
 ) -> Outcome {
     let (outcome, summary) = match result {
-        Ok(done) => (Outcome { stdout: done.stdout, exit_code: 0 }, format!("ok {}", done.log)),
+        Ok(done) => (
+            Outcome {
+                stdout: done.stdout,
+                exit_code: 0,
+            },
+            format!("ok {}", done.log),
+        ),
         Err(failure) => {
             let mut reply = ErrorReply::from_error(version, &failure.error);
             if !failure.rollback.is_empty() {
@@ -103,7 +140,13 @@ fn finish(
                 };
             }
             let summary = format!("error {}: {} ({})", reply.code, reply.msg, reply.details);
-            (Outcome { stdout: json_line(&reply), exit_code: 1 }, summary)
+            (
+                Outcome {
+                    stdout: json_line(&reply),
+                    exit_code: 1,
+                },
+                summary,
+            )
         }
     };
     if let Some(path) = conf.and_then(|c| c.log_file.as_deref()) {
@@ -121,13 +164,19 @@ fn json_line<T: serde::Serialize>(value: &T) -> String {
 
 fn describe(command: &Command) -> String {
     let (id, ifname, netns, args) = match command {
-        Command::Add(t) | Command::Check(t) => {
-            (&t.container_id, &t.ifname, t.netns.display().to_string(), &t.args)
-        }
+        Command::Add(t) | Command::Check(t) => (
+            &t.container_id,
+            &t.ifname,
+            t.netns.display().to_string(),
+            &t.args,
+        ),
         Command::Del(t) => (
             &t.container_id,
             &t.ifname,
-            t.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            t.netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             &t.args,
         ),
         _ => return String::new(),
@@ -142,7 +191,9 @@ fn describe(command: &Command) -> String {
 /// Appends one line; the log is a convenience, so failing to write it fails nothing
 /// (stdout is the protocol, stderr is what runtimes keep).
 fn log_line(path: &Path, command: &str, who: &str, summary: &str, started: Instant) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let line = format!(
         "{}.{:03} lumen-cni {command} {who} -> {summary} [{} ms]\n",
         now.as_secs(),
@@ -155,18 +206,27 @@ fn log_line(path: &Path, command: &str, who: &str, summary: &str, started: Insta
         .open(path)
         .and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = written {
-        eprintln!("lumen-cni: cannot append to log file {}: {e}", path.display());
+        eprintln!(
+            "lumen-cni: cannot append to log file {}: {e}",
+            path.display()
+        );
     }
 }
 
 fn attachment(container_id: &str, ifname: &str) -> Attachment {
-    Attachment { container_id: container_id.to_string(), ifname: ifname.to_string() }
+    Attachment {
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+    }
 }
 
 /// Sends `request`, mapping transport failures and `Response::Error` to CNI errors.
 fn ask(client: &AgentClient, request: Request, name: &'static str) -> Result<Response, CniError> {
     match client.call(&request).map_err(CniError::from_client)? {
-        Response::Error { message } => Err(CniError::AgentRefused { request: name, message }),
+        Response::Error { message } => Err(CniError::AgentRefused {
+            request: name,
+            message,
+        }),
         answer => Ok(answer),
     }
 }
@@ -179,7 +239,10 @@ fn unexpected(request: &'static str, answer: &Response) -> CniError {
         Response::Endpoint { .. } => "endpoint",
         Response::Error { .. } => "error",
     };
-    CniError::AgentUnexpected { request, answer: kind.to_string() }
+    CniError::AgentUnexpected {
+        request,
+        answer: kind.to_string(),
+    }
 }
 
 fn add(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
@@ -212,7 +275,7 @@ fn add(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
     };
     let host_ifname = spec.host_ifname();
     let rollback = |error: CniError| Failure {
-        error,
+        error: Box::new(error),
         rollback: undo(&client, &attachment, &host_ifname),
     };
     let wired = wire::setup(&spec).map_err(|e| rollback(CniError::from_wire(e)))?;
@@ -246,24 +309,34 @@ fn add(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
     })
 }
 
-/// Undoes a partial ADD; returns what could not be undone.
+/// Undoes a partial ADD; returns what could not be undone. The agent hears first, as
+/// on DEL, so it can detach from the veth while the veth still exists.
 fn undo(client: &AgentClient, attachment: &Attachment, host_ifname: &str) -> Vec<String> {
     let mut left = Vec::new();
+    match client.call(&Request::EndpointDel {
+        attachment: attachment.clone(),
+    }) {
+        Ok(Response::EndpointDeleted { .. }) => {}
+        Ok(Response::Error { message }) => left.push(format!(
+            "EndpointDel refused: {message} (the address stays allocated until DEL)"
+        )),
+        Ok(other) => left.push(unexpected("EndpointDel", &other).to_string()),
+        Err(e) => left.push(format!(
+            "EndpointDel: {e} (the address stays allocated until DEL)"
+        )),
+    }
     if let Err(e) = wire::teardown(host_ifname) {
         left.push(format!("deleting veth {host_ifname}: {e}"));
-    }
-    match client.call(&Request::EndpointDel { attachment: attachment.clone() }) {
-        Ok(Response::EndpointDeleted { .. }) => {}
-        Ok(Response::Error { message }) => {
-            left.push(format!("EndpointDel refused: {message} (the address stays allocated until DEL)"))
-        }
-        Ok(other) => left.push(unexpected("EndpointDel", &other).to_string()),
-        Err(e) => left.push(format!("EndpointDel: {e} (the address stays allocated until DEL)")),
     }
     left
 }
 
-fn add_result(conf: &NetConf, target: &Target, allocated: &IpamResult, wired: &wire::Wired) -> CniResult {
+fn add_result(
+    conf: &NetConf,
+    target: &Target,
+    allocated: &IpamResult,
+    wired: &wire::Wired,
+) -> CniResult {
     let any = match allocated.gateway {
         IpAddr::V4(_) => IpNet::V4(Default::default()),
         IpAddr::V6(_) => IpNet::V6(Default::default()),
@@ -271,7 +344,11 @@ fn add_result(conf: &NetConf, target: &Target, allocated: &IpamResult, wired: &w
     CniResult {
         cni_version: String::new(),
         interfaces: vec![
-            Interface { name: wired.host_ifname.clone(), mac: wired.host_mac.clone(), sandbox: None },
+            Interface {
+                name: wired.host_ifname.clone(),
+                mac: wired.host_mac.clone(),
+                sandbox: None,
+            },
             Interface {
                 name: target.ifname.clone(),
                 mac: wired.pod_mac.clone(),
@@ -285,7 +362,10 @@ fn add_result(conf: &NetConf, target: &Target, allocated: &IpamResult, wired: &w
             gateway: Some(allocated.gateway),
             interface: Some(1),
         }],
-        routes: vec![Route { dst: any, gw: Some(allocated.gateway) }],
+        routes: vec![Route {
+            dst: any,
+            gw: Some(allocated.gateway),
+        }],
         dns: Dns::default(),
     }
     .for_version(conf.version())
@@ -296,7 +376,9 @@ fn del(conf: &NetConf, target: &DelTarget) -> Result<Done, Failure> {
     let computed = wire::host_veth_name(&target.container_id, &target.ifname);
     let forgotten = ask(
         &client,
-        Request::EndpointDel { attachment: attachment(&target.container_id, &target.ifname) },
+        Request::EndpointDel {
+            attachment: attachment(&target.container_id, &target.ifname),
+        },
         "EndpointDel",
     )
     .and_then(|answer| match answer {
@@ -323,24 +405,39 @@ fn del(conf: &NetConf, target: &DelTarget) -> Result<Done, Failure> {
         stdout: String::new(),
         log: format!(
             "agent {} deleted={}",
-            if known.is_some() { "forgot endpoint" } else { "knew nothing" },
-            if deleted.is_empty() { "none".to_string() } else { deleted.join(",") }
+            if known.is_some() {
+                "forgot endpoint"
+            } else {
+                "knew nothing"
+            },
+            if deleted.is_empty() {
+                "none".to_string()
+            } else {
+                deleted.join(",")
+            }
         ),
     })
 }
 
 fn check(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
     if conf.version() < CniVersion::V0_4_0 {
-        return Err(CniError::CheckNeedsNewerVersion { version: conf.cni_version.clone() }.into());
+        return Err(CniError::CheckNeedsNewerVersion {
+            version: conf.cni_version.clone(),
+        }
+        .into());
     }
     wire::Netns::open(&target.netns).map_err(CniError::from_wire)?;
     let client = AgentClient::new(&conf.agent_socket);
     let recorded = match ask(
         &client,
-        Request::EndpointGet { attachment: attachment(&target.container_id, &target.ifname) },
+        Request::EndpointGet {
+            attachment: attachment(&target.container_id, &target.ifname),
+        },
         "EndpointGet",
     )? {
-        Response::Endpoint { spec: Some(spec), .. } => spec,
+        Response::Endpoint {
+            spec: Some(spec), ..
+        } => spec,
         Response::Endpoint { spec: None, .. } => {
             return Err(CniError::CheckUnknownEndpoint {
                 container_id: target.container_id.clone(),
@@ -355,16 +452,29 @@ fn check(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
         .prev_result
         .clone()
         .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(CniError::CheckPrevResultMissing { problem: "prevResult is absent or malformed" })?;
+        .ok_or(CniError::CheckPrevResultMissing {
+            problem: "prevResult is absent or malformed",
+        })?;
     let ours = prev.ips.iter().find(|ip| ip.address.addr() == recorded.ip);
     let Some(ours) = ours else {
         let listed: Vec<String> = prev.ips.iter().map(|ip| ip.address.to_string()).collect();
-        return Err(CniError::CheckPrevResult { listed: format!("[{}]", listed.join(", ")), recorded: recorded.ip }.into());
+        return Err(CniError::CheckPrevResult {
+            listed: format!("[{}]", listed.join(", ")),
+            recorded: recorded.ip,
+        }
+        .into());
     };
     let gateway = ours
         .gateway
-        .or_else(|| prev.routes.iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.gw))
-        .ok_or(CniError::CheckPrevResultMissing { problem: "no gateway for the pod's address" })?;
+        .or_else(|| {
+            prev.routes
+                .iter()
+                .find(|r| r.dst.prefix_len() == 0)
+                .and_then(|r| r.gw)
+        })
+        .ok_or(CniError::CheckPrevResultMissing {
+            problem: "no gateway for the pod's address",
+        })?;
 
     let spec = WireSpec {
         container_id: target.container_id.clone(),
@@ -376,29 +486,50 @@ fn check(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
     };
     let live = wire::verify(&spec).map_err(CniError::from_wire)?;
     let mismatch = |what, recorded: String, live: String| {
-        Failure::from(CniError::CheckAgentMismatch { what, recorded, live })
+        Failure::from(CniError::CheckAgentMismatch {
+            what,
+            recorded,
+            live,
+        })
     };
     if live.host_ifname != recorded.host_ifname {
-        return Err(mismatch("host veth", recorded.host_ifname, live.host_ifname));
+        return Err(mismatch(
+            "host veth",
+            recorded.host_ifname,
+            live.host_ifname,
+        ));
     }
     if live.host_ifindex != recorded.host_ifindex {
-        return Err(mismatch("host ifindex", recorded.host_ifindex.to_string(), live.host_ifindex.to_string()));
+        return Err(mismatch(
+            "host ifindex",
+            recorded.host_ifindex.to_string(),
+            live.host_ifindex.to_string(),
+        ));
     }
     if !live.pod_mac.eq_ignore_ascii_case(&recorded.mac) {
         return Err(mismatch("pod MAC", recorded.mac, live.pod_mac));
     }
-    Ok(Done { stdout: String::new(), log: format!("ip={} veth={}", recorded.ip, live.host_ifname) })
+    Ok(Done {
+        stdout: String::new(),
+        log: format!("ip={} veth={}", recorded.ip, live.host_ifname),
+    })
 }
 
 fn status(conf: &NetConf) -> Result<Done, Failure> {
     AgentClient::new(&conf.agent_socket)
         .probe()
         .map_err(|e| Failure::from(CniError::NotAvailable(e)))?;
-    Ok(Done { stdout: String::new(), log: "agent reachable".into() })
+    Ok(Done {
+        stdout: String::new(),
+        log: "agent reachable".into(),
+    })
 }
 
 /// The outcome for a failure before any command ran (e.g. stdin unreadable).
 pub fn failed(error: CniError) -> Outcome {
     let reply = ErrorReply::from_error(FALLBACK_VERSION, &error);
-    Outcome { stdout: json_line(&reply), exit_code: 1 }
+    Outcome {
+        stdout: json_line(&reply),
+        exit_code: 1,
+    }
 }

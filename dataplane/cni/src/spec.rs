@@ -38,9 +38,17 @@ pub struct CniVersion {
 
 impl CniVersion {
     /// 0.4.0: the first version with `CHECK`.
-    pub const V0_4_0: CniVersion = CniVersion { major: 0, minor: 4, patch: 0 };
+    pub const V0_4_0: CniVersion = CniVersion {
+        major: 0,
+        minor: 4,
+        patch: 0,
+    };
     /// 1.0.0: the first version whose `ips` entries carry no `version` key.
-    pub const V1_0_0: CniVersion = CniVersion { major: 1, minor: 0, patch: 0 };
+    pub const V1_0_0: CniVersion = CniVersion {
+        major: 1,
+        minor: 0,
+        patch: 0,
+    };
 
     /// Parses `"1.0.0"`; `None` for anything else.
     pub fn parse(text: &str) -> Option<CniVersion> {
@@ -51,7 +59,11 @@ impl CniVersion {
         if parts.next().is_some() {
             return None;
         }
-        Some(CniVersion { major, minor, patch })
+        Some(CniVersion {
+            major,
+            minor,
+            patch,
+        })
     }
 
     /// Whether this is one of [`SUPPORTED_VERSIONS`].
@@ -135,9 +147,8 @@ impl NetConf {
             Some(v) if v.is_supported() => {}
             _ => return Err(CniError::IncompatibleVersion { version }),
         }
-        let conf: NetConf = serde_json::from_value(value).map_err(|source| {
-            CniError::InvalidConfigShape { source }
-        })?;
+        let conf: NetConf = serde_json::from_value(value)
+            .map_err(|source| CniError::InvalidConfigShape { source })?;
         conf.validate()?;
         Ok(conf)
     }
@@ -336,7 +347,9 @@ impl Command {
             "DEL" => Ok(Command::Del(DelTarget {
                 container_id: container_id()?,
                 ifname: ifname()?,
-                netns: env("CNI_NETNS").filter(|v| !v.is_empty()).map(PathBuf::from),
+                netns: env("CNI_NETNS")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
                 args: args()?,
             })),
             "VERSION" => Ok(Command::Version),
@@ -344,9 +357,7 @@ impl Command {
             "GC" => Ok(Command::Gc),
             other => Err(CniError::InvalidEnv {
                 var: "CNI_COMMAND",
-                problem: format!(
-                    "{other:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC"
-                ),
+                problem: format!("{other:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC"),
             }),
         }
     }
@@ -379,7 +390,9 @@ fn validate_ifname(name: &str) -> Result<(), CniError> {
     if !ok {
         return Err(CniError::InvalidEnv {
             var: "CNI_IFNAME",
-            problem: format!("{name:?} is not a valid interface name (1-15 chars, no '/', ':' or spaces)"),
+            problem: format!(
+                "{name:?} is not a valid interface name (1-15 chars, no '/', ':' or spaces)"
+            ),
         });
     }
     Ok(())
@@ -468,7 +481,14 @@ impl CniResult {
         self.cni_version = version.to_string();
         for ip in &mut self.ips {
             ip.version = if version < CniVersion::V1_0_0 {
-                Some(if ip.address.addr().is_ipv4() { "4" } else { "6" }.to_string())
+                Some(
+                    if ip.address.addr().is_ipv4() {
+                        "4"
+                    } else {
+                        "6"
+                    }
+                    .to_string(),
+                )
             } else {
                 None
             };
@@ -520,9 +540,15 @@ impl ErrorReply {
     /// Builds the reply for `error`, with its cause chain in `details`.
     pub fn from_error(cni_version: &str, error: &CniError) -> ErrorReply {
         let mut details = Vec::new();
+        let mut previous = error.to_string();
         let mut source = std::error::Error::source(error);
         while let Some(cause) = source {
-            details.push(cause.to_string());
+            let text = cause.to_string();
+            // Many messages already quote their cause; say each thing once.
+            if !previous.contains(&text) {
+                details.push(text.clone());
+            }
+            previous = text;
             source = cause.source();
         }
         ErrorReply {
@@ -667,7 +693,9 @@ pub enum CniError {
     #[error("wiring the pod interface failed")]
     Wire(#[source] WireError),
     /// CHECK: the agent does not know the attachment.
-    #[error("CHECK failed: lumen-agent has no endpoint for container {container_id} interface {ifname}")]
+    #[error(
+        "CHECK failed: lumen-agent has no endpoint for container {container_id} interface {ifname}"
+    )]
     CheckUnknownEndpoint {
         /// `CNI_CONTAINERID`.
         container_id: String,
@@ -724,9 +752,7 @@ impl CniError {
             CniError::Decode { .. } => DECODE_FAILURE,
             CniError::InvalidConfigShape { .. }
             | CniError::InvalidConfig { .. }
-            | CniError::CheckPrevResultMissing { .. } => {
-                INVALID_CONFIG
-            }
+            | CniError::CheckPrevResultMissing { .. } => INVALID_CONFIG,
             CniError::AgentUnavailable(_) => TRY_AGAIN_LATER,
             CniError::NotAvailable(_) => PLUGIN_NOT_AVAILABLE,
             CniError::Wire(_) => WIRING_FAILED,
@@ -810,7 +836,12 @@ mod tests {
 
     #[test]
     fn broken_json_is_code_6() {
-        for bytes in [&b"{\"cniVersion\":\"1.0.0\","[..], b"not json", b"", b"\xff\xfe"] {
+        for bytes in [
+            &b"{\"cniVersion\":\"1.0.0\","[..],
+            b"not json",
+            b"",
+            b"\xff\xfe",
+        ] {
             let err = NetConf::parse(bytes).unwrap_err();
             assert_eq!(err.code(), 6, "{bytes:?}: {err}");
         }
@@ -831,15 +862,32 @@ mod tests {
             (br#"{"name":"n","type":"t"}"#, 7),
             (br#"{"cniVersion":1,"name":"n","type":"t"}"#, 7),
             (br#"{"cniVersion":"1.0.0","type":"t"}"#, 7),
-            (br#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":"big"}"#, 7),
-            (br#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":20}"#, 7),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":"big"}"#,
+                7,
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":20}"#,
+                7,
+            ),
             (br#"{"cniVersion":"1.0.0","name":"bad name","type":"t"}"#, 7),
-            (br#"{"cniVersion":"1.0.0","name":"n","type":"t","agentSocket":"rel.sock"}"#, 7),
-            (br#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"type":"host-local"}}"#, 2),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","type":"t","agentSocket":"rel.sock"}"#,
+                7,
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"type":"host-local"}}"#,
+                2,
+            ),
         ];
         for (bytes, code) in cases {
             let err = NetConf::parse(bytes).unwrap_err();
-            assert_eq!(err.code(), *code, "{}: {err}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                err.code(),
+                *code,
+                "{}: {err}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
@@ -892,7 +940,9 @@ mod tests {
             ),
         ]))
         .unwrap();
-        let Command::Add(target) = cmd else { panic!("{cmd:?}") };
+        let Command::Add(target) = cmd else {
+            panic!("{cmd:?}")
+        };
         assert_eq!(target.container_id, "abc123");
         assert_eq!(target.ifname, "eth0");
         assert_eq!(target.netns, PathBuf::from("/run/netns/x"));
@@ -927,7 +977,11 @@ mod tests {
         let result = CniResult {
             cni_version: String::new(),
             interfaces: vec![
-                Interface { name: "lxc0123".into(), mac: "02:00:00:00:00:01".into(), sandbox: None },
+                Interface {
+                    name: "lxc0123".into(),
+                    mac: "02:00:00:00:00:01".into(),
+                    sandbox: None,
+                },
                 Interface {
                     name: "eth0".into(),
                     mac: "02:00:00:00:00:02".into(),
@@ -940,7 +994,10 @@ mod tests {
                 gateway: Some("10.0.0.1".parse().unwrap()),
                 interface: Some(1),
             }],
-            routes: vec![Route { dst: "0.0.0.0/0".parse().unwrap(), gw: Some("10.0.0.1".parse().unwrap()) }],
+            routes: vec![Route {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                gw: Some("10.0.0.1".parse().unwrap()),
+            }],
             dns: Dns::default(),
         };
         let v1 = serde_json::to_value(result.clone().for_version(CniVersion::V1_0_0)).unwrap();
@@ -957,10 +1014,8 @@ mod tests {
                 "dns": {}
             })
         );
-        let old = serde_json::to_value(
-            result.for_version(CniVersion::parse("0.3.1").unwrap()),
-        )
-        .unwrap();
+        let old =
+            serde_json::to_value(result.for_version(CniVersion::parse("0.3.1").unwrap())).unwrap();
         assert_eq!(old["cniVersion"], "0.3.1");
         assert_eq!(old["ips"][0]["version"], "4");
     }

@@ -259,8 +259,13 @@ impl Netns {
     /// Opens and checks `path` (e.g. `/run/netns/x` or `/proc/<pid>/ns/net`).
     pub fn open(path: &Path) -> Result<Netns, WireError> {
         let file = File::open(path).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => WireError::NetnsMissing { path: path.to_path_buf() },
-            _ => WireError::NetnsOpen { path: path.to_path_buf(), source },
+            io::ErrorKind::NotFound => WireError::NetnsMissing {
+                path: path.to_path_buf(),
+            },
+            _ => WireError::NetnsOpen {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
         let fd = file.as_raw_fd();
         // SAFETY: fstatfs writes into the zeroed struct we own; fd is open for the call.
@@ -271,7 +276,7 @@ impl Netns {
                 source: io::Error::last_os_error(),
             });
         }
-        if fs.f_type as i64 != libc::NSFS_MAGIC as i64 {
+        if fs.f_type != libc::NSFS_MAGIC {
             // A leftover mount point of a deleted namespace looks exactly like this.
             return Err(WireError::NotANetns {
                 path: path.to_path_buf(),
@@ -279,7 +284,7 @@ impl Netns {
             });
         }
         const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
-        // SAFETY: NS_GET_NSTYPE takes no argument and only returns a value.
+                                                     // SAFETY: NS_GET_NSTYPE takes no argument and only returns a value.
         let kind = unsafe { libc::ioctl(fd, NS_GET_NSTYPE as _) };
         if kind != libc::CLONE_NEWNET {
             return Err(WireError::NotANetns {
@@ -293,10 +298,15 @@ impl Netns {
         })?;
         if let Ok(own) = std::fs::metadata("/proc/thread-self/ns/net") {
             if own.dev() == target.dev() && own.ino() == target.ino() {
-                return Err(WireError::NodeNetns { path: path.to_path_buf() });
+                return Err(WireError::NodeNetns {
+                    path: path.to_path_buf(),
+                });
             }
         }
-        Ok(Netns { file, path: path.to_path_buf() })
+        Ok(Netns {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The path it was opened from.
@@ -346,7 +356,9 @@ pub fn setup(spec: &WireSpec) -> Result<Wired, WireError> {
     let mut reused = false;
     if let Some(existing) = netlink(|h| async move { find_link(&h, host).await })? {
         if !existing.is_veth {
-            return Err(WireError::NotOurs { name: host.to_string() });
+            return Err(WireError::NotOurs {
+                name: host.to_string(),
+            });
         }
         let pod = netns.run(|| netlink(|h| async move { find_link(&h, &spec.ifname).await }))?;
         reused = pod.is_some_and(|pod| is_pair(&existing, &pod));
@@ -355,11 +367,11 @@ pub fn setup(spec: &WireSpec) -> Result<Wired, WireError> {
         }
     }
     if !reused {
-        create_pair(&host, spec, &netns)?;
+        create_pair(host, spec, &netns)?;
     }
     let configured = (|| {
         let (pod_ifindex, pod_mac) = netns.run(|| configure_pod(spec))?;
-        let host_link = configure_host(&host, spec)?;
+        let host_link = configure_host(host, spec)?;
         Ok(Wired {
             host_ifname: host.to_string(),
             host_ifindex: host_link.index,
@@ -383,7 +395,9 @@ pub fn teardown(host_ifname: &str) -> Result<bool, WireError> {
             return Ok(false);
         };
         if !link.is_veth {
-            return Err(WireError::NotOurs { name: host_ifname.to_string() });
+            return Err(WireError::NotOurs {
+                name: host_ifname.to_string(),
+            });
         }
         match h.link().del(link.index).execute().await {
             Ok(()) => Ok(true),
@@ -425,9 +439,13 @@ pub fn verify(spec: &WireSpec) -> Result<Wired, WireError> {
 
     let pod_link = netns.run(|| {
         netlink(|h| async move {
-            let link = find_link(&h, &spec.ifname).await?.ok_or_else(|| {
-                CheckFailure::PodIfMissing { ifname: spec.ifname.clone(), netns: spec.netns.clone() }
-            })?;
+            let link =
+                find_link(&h, &spec.ifname)
+                    .await?
+                    .ok_or_else(|| CheckFailure::PodIfMissing {
+                        ifname: spec.ifname.clone(),
+                        netns: spec.netns.clone(),
+                    })?;
             expect_veth_up(&link)?;
             let addrs = addresses(&h, link.index).await?;
             if !addrs.contains(&pod_addr) {
@@ -441,11 +459,23 @@ pub fn verify(spec: &WireSpec) -> Result<Wired, WireError> {
             let default = IpNet::new(unspecified_like(spec.gateway), 0)
                 .expect("prefix 0 is valid for any family");
             for (dst, gw, text) in [
-                (gw_net, None, format!("{gw_net} dev {} scope link", spec.ifname)),
-                (default, Some(spec.gateway), format!("default via {}", spec.gateway)),
+                (
+                    gw_net,
+                    None,
+                    format!("{gw_net} dev {} scope link", spec.ifname),
+                ),
+                (
+                    default,
+                    Some(spec.gateway),
+                    format!("default via {}", spec.gateway),
+                ),
             ] {
                 if !has_route(&routes, dst, link.index, gw) {
-                    return Err(CheckFailure::RouteMissing { route: text, side: "pod" }.into());
+                    return Err(CheckFailure::RouteMissing {
+                        route: text,
+                        side: "pod",
+                    }
+                    .into());
                 }
             }
             Ok(link)
@@ -453,7 +483,11 @@ pub fn verify(spec: &WireSpec) -> Result<Wired, WireError> {
     })?;
 
     if !is_pair(&host_link, &pod_link) {
-        return Err(CheckFailure::NotPeers { host: host_link.name, ifname: pod_link.name }.into());
+        return Err(CheckFailure::NotPeers {
+            host: host_link.name,
+            ifname: pod_link.name,
+        }
+        .into());
     }
     Ok(Wired {
         host_ifname: host_link.name,
@@ -467,7 +501,10 @@ pub fn verify(spec: &WireSpec) -> Result<Wired, WireError> {
 
 fn check_families(spec: &WireSpec) -> Result<(), WireError> {
     if spec.ip.is_ipv4() != spec.gateway.is_ipv4() {
-        return Err(WireError::FamilyMismatch { ip: spec.ip, gateway: spec.gateway });
+        return Err(WireError::FamilyMismatch {
+            ip: spec.ip,
+            gateway: spec.gateway,
+        });
     }
     if spec.ip == spec.gateway {
         return Err(WireError::AddressIsGateway { ip: spec.ip });
@@ -503,7 +540,9 @@ impl Link {
                 LinkAttribute::Address(mac) => link.mac = format_mac(mac),
                 LinkAttribute::Link(peer) => link.peer_index = Some(*peer),
                 LinkAttribute::LinkInfo(infos) => {
-                    link.is_veth = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                    link.is_veth = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
                 }
                 _ => {}
             }
@@ -521,16 +560,24 @@ fn is_pair(host: &Link, pod: &Link) -> bool {
 
 fn expect_veth_up(link: &Link) -> Result<(), CheckFailure> {
     if !link.is_veth {
-        return Err(CheckFailure::NotVeth { name: link.name.clone() });
+        return Err(CheckFailure::NotVeth {
+            name: link.name.clone(),
+        });
     }
     if !link.up {
-        return Err(CheckFailure::LinkDown { name: link.name.clone() });
+        return Err(CheckFailure::LinkDown {
+            name: link.name.clone(),
+        });
     }
     Ok(())
 }
 
 fn format_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn host_net(ip: IpAddr) -> IpNet {
@@ -571,7 +618,10 @@ where
     })
 }
 
-fn nl_err(op: &'static str, target: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> WireError {
+fn nl_err(
+    op: &'static str,
+    target: impl Into<String>,
+) -> impl FnOnce(rtnetlink::Error) -> WireError {
     let target = target.into();
     move |source| WireError::Netlink { op, target, source }
 }
@@ -581,17 +631,28 @@ async fn find_link(h: &Handle, name: &str) -> Result<Option<Link>, WireError> {
     match links.try_next().await {
         Ok(found) => Ok(found.as_ref().map(Link::from_message)),
         Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-        Err(source) => Err(WireError::Netlink { op: "look up link", target: name.to_string(), source }),
+        Err(source) => Err(WireError::Netlink {
+            op: "look up link",
+            target: name.to_string(),
+            source,
+        }),
     }
 }
 
 async fn require_link(h: &Handle, name: &str) -> Result<Link, WireError> {
     find_link(h, name)
         .await?
-        .ok_or_else(|| WireError::LinkVanished { name: name.to_string() })
+        .ok_or_else(|| WireError::LinkVanished {
+            name: name.to_string(),
+        })
 }
 
-async fn set_link(h: &Handle, msg: LinkMessage, op: &'static str, name: &str) -> Result<(), WireError> {
+async fn set_link(
+    h: &Handle,
+    msg: LinkMessage,
+    op: &'static str,
+    name: &str,
+) -> Result<(), WireError> {
     h.link().set(msg).execute().await.map_err(nl_err(op, name))
 }
 
@@ -731,12 +792,23 @@ fn create_pair(host: &str, spec: &WireSpec, netns: &Netns) -> Result<(), WireErr
 fn configure_pod(spec: &WireSpec) -> Result<(u32, String), WireError> {
     netlink(|h| async move {
         let lo = require_link(&h, "lo").await?;
-        set_link(&h, LinkUnspec::new_with_index(lo.index).up().build(), "set up", "lo").await?;
+        set_link(
+            &h,
+            LinkUnspec::new_with_index(lo.index).up().build(),
+            "set up",
+            "lo",
+        )
+        .await?;
 
         let link = require_link(&h, &spec.ifname).await?;
         let ifname = spec.ifname.as_str();
-        set_link(&h, LinkUnspec::new_with_index(link.index).mtu(spec.mtu).build(), "set mtu", ifname)
-            .await?;
+        set_link(
+            &h,
+            LinkUnspec::new_with_index(link.index).mtu(spec.mtu).build(),
+            "set mtu",
+            ifname,
+        )
+        .await?;
 
         let want = host_net(spec.ip);
         for msg in address_messages(&h, link.index).await? {
@@ -747,7 +819,11 @@ fn configure_pod(spec: &WireSpec) -> Result<(u32, String), WireError> {
                     && !matches!(a.addr(), IpAddr::V6(v6) if v6.is_unicast_link_local())
             });
             if stale {
-                h.address().del(msg).execute().await.map_err(nl_err("remove stale address from", ifname))?;
+                h.address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(nl_err("remove stale address from", ifname))?;
             }
         }
         h.address()
@@ -757,7 +833,13 @@ fn configure_pod(spec: &WireSpec) -> Result<(u32, String), WireError> {
             .await
             .map_err(nl_err("add address to", ifname))?;
 
-        set_link(&h, LinkUnspec::new_with_index(link.index).up().build(), "set up", ifname).await?;
+        set_link(
+            &h,
+            LinkUnspec::new_with_index(link.index).up().build(),
+            "set up",
+            ifname,
+        )
+        .await?;
 
         let gw_route = route_message(host_net(spec.gateway), None, link.index, RouteScope::Link);
         h.route()
@@ -782,8 +864,16 @@ fn configure_pod(spec: &WireSpec) -> Result<(u32, String), WireError> {
 fn configure_host(host: &str, spec: &WireSpec) -> Result<Link, WireError> {
     let link = netlink(|h| async move {
         let link = require_link(&h, host).await?;
-        set_link(&h, LinkUnspec::new_with_index(link.index).mtu(spec.mtu).up().build(), "set up", host)
-            .await?;
+        set_link(
+            &h,
+            LinkUnspec::new_with_index(link.index)
+                .mtu(spec.mtu)
+                .up()
+                .build(),
+            "set up",
+            host,
+        )
+        .await?;
         let route = route_message(host_net(spec.ip), None, link.index, RouteScope::Link);
         h.route()
             .add(route)
@@ -803,8 +893,10 @@ fn configure_host(host: &str, spec: &WireSpec) -> Result<Link, WireError> {
         sysctls.push((format!("/proc/sys/net/ipv6/conf/{host}/forwarding"), "1"));
     }
     for (path, value) in sysctls {
-        std::fs::write(&path, value)
-            .map_err(|source| WireError::Sysctl { path: PathBuf::from(path), source })?;
+        std::fs::write(&path, value).map_err(|source| WireError::Sysctl {
+            path: PathBuf::from(path),
+            source,
+        })?;
     }
     Ok(link)
 }
@@ -825,17 +917,26 @@ mod tests {
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(host_veth_name("ab", "c"), host_veth_name("a", "bc"));
         // Pinned: a change here breaks DEL of pods wired by an older binary.
-        assert_eq!(host_veth_name("", ""), format!("lxc{:011x}", 0xaf63_bd4c_8601_b7df_u64 >> 20));
+        assert_eq!(
+            host_veth_name("", ""),
+            format!("lxc{:011x}", 0xaf63_bd4c_8601_b7df_u64 >> 20)
+        );
     }
 
     #[test]
     fn missing_and_bogus_netns_paths_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
-        assert!(matches!(Netns::open(&missing), Err(WireError::NetnsMissing { .. })));
+        assert!(matches!(
+            Netns::open(&missing),
+            Err(WireError::NetnsMissing { .. })
+        ));
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"").unwrap();
-        assert!(matches!(Netns::open(&plain), Err(WireError::NotANetns { .. })));
+        assert!(matches!(
+            Netns::open(&plain),
+            Err(WireError::NotANetns { .. })
+        ));
         assert!(matches!(
             Netns::open(Path::new("/proc/self/ns/net")),
             Err(WireError::NodeNetns { .. })
@@ -858,6 +959,9 @@ mod tests {
             gateway: "fd00::1".parse().unwrap(),
             mtu: 1500,
         };
-        assert!(matches!(setup(&spec), Err(WireError::FamilyMismatch { .. })));
+        assert!(matches!(
+            setup(&spec),
+            Err(WireError::FamilyMismatch { .. })
+        ));
     }
 }

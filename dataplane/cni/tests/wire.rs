@@ -24,12 +24,18 @@ fn spec(pod: &TestNs, container_id: &str, ip: &str) -> WireSpec {
 }
 
 /// Runs `f` from inside the test's node namespace, as the plugin runs in the node's.
-fn on_node<T: Send>(node: &TestNs, f: impl FnOnce() -> Result<T, WireError> + Send) -> Result<T, WireError> {
+fn on_node<T: Send>(
+    node: &TestNs,
+    f: impl FnOnce() -> Result<T, WireError> + Send,
+) -> Result<T, WireError> {
     Netns::open(&node.path).expect("test node namespace").run(f)
 }
 
 fn lxc_links(node: &TestNs) -> Vec<String> {
-    node.link_names().into_iter().filter(|n| n.starts_with("lxc")).collect()
+    node.link_names()
+        .into_iter()
+        .filter(|n| n.starts_with("lxc"))
+        .collect()
 }
 
 #[test]
@@ -49,7 +55,10 @@ fn setup_wires_both_sides_and_teardown_removes_them() {
     let link = node.link(&host).expect("host veth in node namespace");
     assert_eq!(link["ifindex"], wired.host_ifindex);
     assert_eq!(link["mtu"], 1400);
-    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
+    assert!(
+        link["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "{link}"
+    );
     assert_eq!(link["address"], wired.host_mac);
     let route = node
         .routes()
@@ -59,10 +68,19 @@ fn setup_wires_both_sides_and_teardown_removes_them() {
     assert_eq!(route["dev"], host.as_str());
     assert_eq!(route["scope"], "link");
     let sysctl = |path: String| {
-        on_node(&node, move || Ok(std::fs::read_to_string(path).unwrap().trim().to_string())).unwrap()
+        on_node(&node, move || {
+            Ok(std::fs::read_to_string(path).unwrap().trim().to_string())
+        })
+        .unwrap()
     };
-    assert_eq!(sysctl(format!("/proc/sys/net/ipv4/conf/{host}/rp_filter")), "0");
-    assert_eq!(sysctl(format!("/proc/sys/net/ipv4/conf/{host}/forwarding")), "1");
+    assert_eq!(
+        sysctl(format!("/proc/sys/net/ipv4/conf/{host}/rp_filter")),
+        "0"
+    );
+    assert_eq!(
+        sysctl(format!("/proc/sys/net/ipv4/conf/{host}/forwarding")),
+        "1"
+    );
     assert!(pod.link(&host).is_none(), "host end must stay on the node");
 
     // Pod side: eth0 (not left under a temporary name), up, MTU, MAC, /32, routes, lo up.
@@ -70,26 +88,44 @@ fn setup_wires_both_sides_and_teardown_removes_them() {
     assert_eq!(eth0["address"], wired.pod_mac);
     assert_eq!(eth0["ifindex"], wired.pod_ifindex);
     assert_eq!(eth0["mtu"], 1400);
-    assert!(eth0["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{eth0}");
+    assert!(
+        eth0["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "{eth0}"
+    );
     assert!(node.link("eth0").is_none());
     let lo = pod.link("lo").unwrap();
-    assert!(lo["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{lo}");
+    assert!(
+        lo["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+        "{lo}"
+    );
     let addrs = pod.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
     let infos = addrs[0]["addr_info"].as_array().unwrap();
     assert_eq!(infos.len(), 1, "{addrs}");
     assert_eq!(infos[0]["local"], "10.244.7.10");
     assert_eq!(infos[0]["prefixlen"], 32);
     let routes = pod.routes();
-    let gw_route = routes.iter().find(|r| r["dst"] == GW).expect("gateway route");
+    let gw_route = routes
+        .iter()
+        .find(|r| r["dst"] == GW)
+        .expect("gateway route");
     assert_eq!(gw_route["dev"], "eth0");
     assert_eq!(gw_route["scope"], "link");
-    let default = routes.iter().find(|r| r["dst"] == "default").expect("default route");
+    let default = routes
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .expect("default route");
     assert_eq!(default["gateway"], GW);
     assert_eq!(default["dev"], "eth0");
 
     // verify() agrees with what setup() reported.
     let checked = on_node(&node, || wire::verify(&spec)).unwrap();
-    assert_eq!(Wired { reused: false, ..checked }, wired);
+    assert_eq!(
+        Wired {
+            reused: false,
+            ..checked
+        },
+        wired
+    );
 
     // Traffic both ways, inside the two test namespaces only.
     udp_round_trip(&node, &pod, spec.ip);
@@ -117,11 +153,15 @@ fn udp_round_trip(node: &TestNs, pod: &TestNs, pod_ip: IpAddr) {
     }
     client.send_to(b"ping", server_addr).unwrap();
     let mut buf = [0u8; 16];
-    let (n, from): (usize, SocketAddr) = server.recv_from(&mut buf).expect("node got the pod's datagram");
+    let (n, from): (usize, SocketAddr) = server
+        .recv_from(&mut buf)
+        .expect("node got the pod's datagram");
     assert_eq!(&buf[..n], b"ping");
     assert_eq!(from.ip(), pod_ip);
     server.send_to(b"pong", from).unwrap();
-    let (n, _) = client.recv_from(&mut buf).expect("pod got the node's answer");
+    let (n, _) = client
+        .recv_from(&mut buf)
+        .expect("pod got the node's answer");
     assert_eq!(&buf[..n], b"pong");
 }
 
@@ -136,10 +176,20 @@ fn setup_twice_reuses_the_pair() {
     let first = on_node(&node, || wire::setup(&spec)).unwrap();
     let second = on_node(&node, || wire::setup(&spec)).unwrap();
     assert!(second.reused);
-    assert_eq!(Wired { reused: false, ..second }, first);
+    assert_eq!(
+        Wired {
+            reused: false,
+            ..second
+        },
+        first
+    );
     assert_eq!(lxc_links(&node), vec![first.host_ifname.clone()]);
     let addrs = pod.ip_json(&["-4", "addr", "show", "dev", "eth0"]);
-    assert_eq!(addrs[0]["addr_info"].as_array().unwrap().len(), 1, "{addrs}");
+    assert_eq!(
+        addrs[0]["addr_info"].as_array().unwrap().len(),
+        1,
+        "{addrs}"
+    );
 }
 
 #[test]
@@ -152,7 +202,9 @@ fn a_host_veth_with_the_wrong_peer_is_replaced() {
     let spec = spec(&pod, "c0ffee03", "10.244.7.12");
     let host = spec.host_ifname();
     // A leftover pair whose peer never reached the pod.
-    node.ip(&["link", "add", &host, "type", "veth", "peer", "name", "stray0"]);
+    node.ip(&[
+        "link", "add", &host, "type", "veth", "peer", "name", "stray0",
+    ]);
     let wired = on_node(&node, || wire::setup(&spec)).unwrap();
     assert!(!wired.reused);
     assert!(node.link("stray0").is_none());
@@ -190,7 +242,10 @@ fn verify_reports_what_is_missing() {
     pod.ip(&["route", "del", "default"]);
     let err = on_node(&node, || wire::verify(&spec)).unwrap_err();
     assert!(
-        matches!(&err, WireError::Check(CheckFailure::RouteMissing { side: "pod", .. })),
+        matches!(
+            &err,
+            WireError::Check(CheckFailure::RouteMissing { side: "pod", .. })
+        ),
         "{err}"
     );
     pod.ip(&["route", "add", "default", "via", GW, "dev", "eth0"]);
@@ -198,11 +253,17 @@ fn verify_reports_what_is_missing() {
 
     node.ip(&["link", "set", &wired.host_ifname, "down"]);
     let err = on_node(&node, || wire::verify(&spec)).unwrap_err();
-    assert!(matches!(&err, WireError::Check(CheckFailure::LinkDown { .. })), "{err}");
+    assert!(
+        matches!(&err, WireError::Check(CheckFailure::LinkDown { .. })),
+        "{err}"
+    );
 
     on_node(&node, || wire::teardown(&wired.host_ifname)).unwrap();
     let err = on_node(&node, || wire::verify(&spec)).unwrap_err();
-    assert!(matches!(&err, WireError::Check(CheckFailure::HostVethMissing { .. })), "{err}");
+    assert!(
+        matches!(&err, WireError::Check(CheckFailure::HostVethMissing { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -226,12 +287,20 @@ fn a_taken_pod_ifname_fails_cleanly() {
     }
     let node = node_with_gateway("node", GW);
     let pod = TestNs::new("pod");
-    pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
     let spec = spec(&pod, "c0ffee07", "10.244.7.17");
     let err = on_node(&node, || wire::setup(&spec)).unwrap_err();
     assert!(matches!(err, WireError::PodIfnameTaken { .. }), "{err}");
-    assert!(lxc_links(&node).is_empty(), "nothing may be left on the node");
-    assert!(pod.link("other0").is_some(), "the pod's own interfaces are untouched");
+    assert!(
+        lxc_links(&node).is_empty(),
+        "nothing may be left on the node"
+    );
+    assert!(
+        pod.link("other0").is_some(),
+        "the pod's own interfaces are untouched"
+    );
 }
 
 #[test]
@@ -245,12 +314,24 @@ fn a_failure_after_creating_the_pair_removes_it() {
     // the pod's IPv6 address fails: the pair must not survive.
     Netns::open(&pod.path)
         .unwrap()
-        .run(|| Ok(std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").unwrap()))
+        .run(|| {
+            std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1").unwrap();
+            Ok(())
+        })
         .unwrap();
     let mut spec = spec(&pod, "c0ffee08", "fd00:7::10");
     spec.gateway = "fd00:7::1".parse().unwrap();
     let err = on_node(&node, || wire::setup(&spec)).unwrap_err();
-    assert!(matches!(err, WireError::Netlink { op: "add address to", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            WireError::Netlink {
+                op: "add address to",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(lxc_links(&node).is_empty(), "the pair must be rolled back");
     assert!(pod.link("eth0").is_none());
 }
@@ -270,11 +351,20 @@ fn ipv6_pods_are_wired_too() {
     assert_eq!(infos[0]["local"], "fd00:7::20");
     assert_eq!(infos[0]["prefixlen"], 128);
     let routes = pod.ip_json(&["-6", "route", "show"]);
-    let default = routes.as_array().unwrap().iter().find(|r| r["dst"] == "default").cloned();
+    let default = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dst"] == "default")
+        .cloned();
     assert_eq!(default.expect("v6 default route")["gateway"], "fd00:7::1");
     let node_routes = node.ip_json(&["-6", "route", "show"]);
     assert!(
-        node_routes.as_array().unwrap().iter().any(|r| r["dst"] == "fd00:7::20" && r["dev"] == wired.host_ifname.as_str()),
+        node_routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "fd00:7::20" && r["dev"] == wired.host_ifname.as_str()),
         "{node_routes}"
     );
     on_node(&node, || wire::verify(&spec)).unwrap();

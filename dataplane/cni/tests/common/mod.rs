@@ -82,15 +82,23 @@ impl TestNs {
 
     /// `ip route show` entries of the main table (IPv4).
     pub fn routes(&self) -> Vec<Value> {
-        self.ip_json(&["-4", "route", "show"]).as_array().unwrap().clone()
+        self.ip_json(&["-4", "route", "show"])
+            .as_array()
+            .unwrap()
+            .clone()
     }
 }
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        let out = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
         if !matches!(&out, Ok(o) if o.status.success()) {
-            eprintln!("warning: could not delete test namespace {}: {out:?}", self.name);
+            eprintln!(
+                "warning: could not delete test namespace {}: {out:?}",
+                self.name
+            );
         }
     }
 }
