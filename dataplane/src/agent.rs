@@ -283,7 +283,10 @@ impl Agent {
         if let Some(ep) = &removed {
             let mut dp = self.datapath.lock();
             for hook in Hook::ENDPOINT {
-                dp.detach(&ep.spec.host_ifname, hook)?;
+                // The address must still be released below; a stale pin is retried at start-up.
+                if let Err(e) = dp.detach(&ep.spec.host_ifname, hook) {
+                    tracing::warn!(error = %e, ifname = %ep.spec.host_ifname, "detach failed");
+                }
             }
             tracing::info!(endpoint_id = ep.id, pod = %ep.spec.pod_name, "endpoint removed");
         }

@@ -1,13 +1,17 @@
 //! Prepares the node's network namespace for pods: the router address pods use as their
-//! gateway sits on a dummy device `lumen_host` (like Cilium's `cilium_host`), so the host
-//! side of every pod veth answers ARP for it; IPv4 forwarding is on. Idempotent.
+//! gateway sits on `lumen_host`, one end of a veth pair with `lumen_net` (the shape of
+//! Cilium's `cilium_host`/`cilium_net`; a veth pair also works on kernels without the dummy
+//! driver), so the host side of every pod veth answers ARP for it; IPv4 forwarding is on.
+//! Idempotent.
 
 use futures::TryStreamExt;
-use rtnetlink::{LinkDummy, LinkUnspec};
+use rtnetlink::{LinkUnspec, LinkVeth};
 use std::net::IpAddr;
 
 /// Name of the device holding the router address.
 pub const HOST_DEVICE: &str = "lumen_host";
+/// Its veth peer.
+pub const NET_DEVICE: &str = "lumen_net";
 
 /// Errors preparing the node.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +60,7 @@ pub async fn ensure(router: IpAddr) -> Result<(), NodeSetupError> {
             None => {
                 match handle
                     .link()
-                    .add(LinkDummy::new(HOST_DEVICE).build())
+                    .add(LinkVeth::new(HOST_DEVICE, NET_DEVICE).build())
                     .execute()
                     .await
                 {

@@ -29,6 +29,7 @@
 //! `<workspace>/target/debug` (see [`bin_dirs`]).
 
 mod forward;
+pub mod hubble;
 mod lab;
 pub mod manifest;
 pub mod netns;
