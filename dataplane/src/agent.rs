@@ -9,7 +9,7 @@ use crate::{
     ipcache::{IpCache, NodeView},
     node_setup,
     ring::Ring,
-    state::ClusterState,
+    state::{manifests::Refresher, ClusterState},
 };
 use lumen_cni::{
     ipam::Ipam,
@@ -71,6 +71,7 @@ pub struct Agent {
     ipam: tokio::sync::Mutex<Option<IpamState>>,
     ipcache: RwLock<Arc<IpCache>>,
     state: watch::Receiver<Arc<ClusterState>>,
+    refresher: Option<Refresher>,
     uplinks: Vec<(u32, String)>,
     host_ips: RwLock<Vec<IpAddr>>,
 }
@@ -82,6 +83,7 @@ impl Agent {
         datapath: Datapath,
         endpoints: EndpointStore,
         state: watch::Receiver<Arc<ClusterState>>,
+        refresher: Option<Refresher>,
         uplinks: Vec<(u32, String)>,
         host_ips: Vec<IpAddr>,
     ) -> Arc<Self> {
@@ -95,6 +97,7 @@ impl Agent {
             ipam: tokio::sync::Mutex::new(None),
             ipcache: RwLock::new(Arc::new(IpCache::default())),
             state,
+            refresher,
             uplinks,
             host_ips: RwLock::new(host_ips),
             cfg,
@@ -221,6 +224,7 @@ impl Agent {
                 .map(Response::Allocated),
             Request::EndpointAdd(spec) => self
                 .endpoint_add(spec)
+                .await
                 .map(|endpoint_id| Response::EndpointAdded { endpoint_id }),
             Request::EndpointDel { attachment } => self
                 .endpoint_del(&attachment)
@@ -260,7 +264,19 @@ impl Agent {
         })
     }
 
-    fn endpoint_add(&self, spec: EndpointSpec) -> Result<u32, AgentError> {
+    async fn endpoint_add(&self, spec: EndpointSpec) -> Result<u32, AgentError> {
+        // The runtime writes the Pod before calling CNI ADD: if the state source has not
+        // shown it yet, look now, so the pod's first flows already carry its labels.
+        if self
+            .state
+            .borrow()
+            .pod(&spec.pod_namespace, &spec.pod_name)
+            .is_none()
+        {
+            if let Some(r) = &self.refresher {
+                r.refresh().await;
+            }
+        }
         {
             let mut dp = self.datapath.lock();
             for hook in Hook::ENDPOINT {

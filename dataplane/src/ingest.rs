@@ -48,6 +48,10 @@ impl RingSink {
 
 impl RecordSink for RingSink {
     fn record(&mut self, bytes: &[u8]) {
+        if self.batch.is_empty() {
+            // Pick up endpoint and state changes between batches, never within one.
+            self.cache = self.agent.ipcache();
+        }
         match self.pipeline.ingest(bytes, &self.cache) {
             Ok(ev) => {
                 self.decoded += 1;
@@ -77,7 +81,5 @@ impl RecordSink for RingSink {
         if !self.batch.is_empty() {
             self.agent.ring.push_batch(self.batch.drain(..));
         }
-        // Pick up endpoint and state changes between batches, never within one.
-        self.cache = self.agent.ipcache();
     }
 }

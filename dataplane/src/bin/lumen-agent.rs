@@ -33,6 +33,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -84,12 +85,14 @@ async fn run(args: Args) -> Result<()> {
     let lost = reader::LostCounters::new(datapath.take_lost()?);
 
     let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
-    let state_rx = state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(500));
+    let (state_rx, refresher) =
+        state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(500));
     let agent = Agent::new(
         cfg.clone(),
         datapath,
         endpoints,
         state_rx.clone(),
+        Some(refresher),
         uplinks,
         host_ips,
     );

@@ -160,18 +160,37 @@ impl ManifestDir {
     }
 }
 
-/// Watches `dir` every `interval`, publishing a new snapshot whenever it changes.
-/// The first snapshot is loaded before this returns.
-pub fn watch(dir: PathBuf, interval: Duration) -> watch::Receiver<Arc<ClusterState>> {
+/// Asks the watcher for an immediate rescan.
+#[derive(Clone)]
+pub struct Refresher(tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>);
+
+impl Refresher {
+    /// Rescans now; returns once the new snapshot (if anything changed) is published.
+    pub async fn refresh(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.0.send(tx).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Watches `dir` every `interval` (and whenever asked through the [`Refresher`]),
+/// publishing a new snapshot whenever it changes. The first snapshot is loaded before
+/// this returns.
+pub fn watch(dir: PathBuf, interval: Duration) -> (watch::Receiver<Arc<ClusterState>>, Refresher) {
     let mut src = ManifestDir::new(&dir);
     let (_, errors) = src.rescan();
     report(&errors, &src);
     let (tx, rx) = watch::channel(Arc::new(src.state().0));
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(16);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let reply = tokio::select! {
+                _ = tick.tick() => None,
+                r = req_rx.recv() => r,
+            };
             let (changed, errors) = src.rescan();
             report(&errors, &src);
             if changed {
@@ -185,9 +204,12 @@ pub fn watch(dir: PathBuf, interval: Duration) -> watch::Receiver<Arc<ClusterSta
                     return;
                 }
             }
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
         }
     });
-    rx
+    (rx, Refresher(req_tx))
 }
 
 fn report(errors: &[ManifestError], src: &ManifestDir) {
