@@ -50,7 +50,10 @@ def main():
         for p in args.pod:
             req.whitelist.append(flow_pb2.FlowFilter(source_pod=[p]))
             req.whitelist.append(flow_pb2.FlowFilter(destination_pod=[p]))
-        with grpc.insecure_channel(args.server) as ch:
+        # gRPC C-core sends a unix socket's path as :authority, which HTTP/2 servers built on
+        # hyper (tonic, like ours) refuse; Go clients such as the Hubble CLI send "localhost".
+        opts = [("grpc.default_authority", "localhost")] if args.server.startswith("unix:") else []
+        with grpc.insecure_channel(args.server, options=opts) as ch:
             stub = observer_grpc.ObserverStub(ch)
             deadline = time.time() + args.seconds
             stream = stub.GetFlows(req, timeout=args.seconds if args.follow else 30)
