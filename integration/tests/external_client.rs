@@ -14,29 +14,65 @@ fn python_grpc_client_reads_flows() {
     }
     let lab = OneNode::new("pyclient", AgentOptions::default());
     let server_ip = lab.server.ip().to_string();
-    assert_eq!(lab.client_traffic(&["tcp", "--to", &format!("{server_ip}:{TCP_PORT}")])["ok"], true);
-    lab.wait_for_flows(pod_filter("demo/client", "demo/server"), "client→server flows", |f| !f.is_empty());
+    assert_eq!(
+        lab.client_traffic(&["tcp", "--to", &format!("{server_ip}:{TCP_PORT}")])["ok"],
+        true
+    );
+    lab.wait_for_flows(
+        pod_filter("demo/client", "demo/server"),
+        "client→server flows",
+        |f| !f.is_empty(),
+    );
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/observe.py");
     let fwd = lab.node.forward_tcp("127.0.0.1:0", 4244).unwrap();
-    let servers = [fwd.local_addr().to_string(), format!("unix://{}", lab.node.hubble_socket().display())];
+    let servers = [
+        fwd.local_addr().to_string(),
+        format!("unix://{}", lab.node.hubble_socket().display()),
+    ];
     for server in servers {
         let out = Command::new("python3")
-            .args([script, "--server", &server, "--last", "10", "--pod", "demo/client"])
+            .args([
+                script,
+                "--server",
+                &server,
+                "--last",
+                "10",
+                "--pod",
+                "demo/client",
+            ])
             .output()
             .expect("python3");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{server}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(
+            out.status.success(),
+            "{server}: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert!(!lines.is_empty(), "{server}: no flows");
         for l in &lines {
             let f = &l["flow"];
-            let pods = [f["source"]["pod_name"].as_str(), f["destination"]["pod_name"].as_str()];
-            assert!(pods.contains(&Some("client")), "{server}: filter not applied: {l}");
+            let pods = [
+                f["source"]["pod_name"].as_str(),
+                f["destination"]["pod_name"].as_str(),
+            ];
+            assert!(
+                pods.contains(&Some("client")),
+                "{server}: filter not applied: {l}"
+            );
             assert_eq!(l["node_name"], "lab/node1");
             assert_eq!(f["verdict"], "FORWARDED");
             assert!(f["time"].as_str().unwrap().ends_with('Z'));
         }
-        assert!(lines.iter().any(|l| l["flow"]["l4"]["TCP"]["destination_port"] == TCP_PORT as u64), "{server}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["flow"]["l4"]["TCP"]["destination_port"] == TCP_PORT as u64),
+            "{server}"
+        );
     }
 }

@@ -145,6 +145,28 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
+/// Capabilities the datapath needs: (bit, name).
+const NEEDED_CAPS: [(u32, &str); 3] = [
+    (39, "CAP_BPF"),
+    (12, "CAP_NET_ADMIN"),
+    (21, "CAP_SYS_ADMIN"),
+];
+
+/// The needed capabilities this process lacks (from `CapEff` in /proc/self/status).
+pub fn missing_capabilities() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _)| eff & (1u64 << bit) == 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DatapathError + '_ {
     move |source| DatapathError::Io {
         path: path.to_path_buf(),
@@ -171,6 +193,13 @@ impl Datapath {
         monitor: MonitorAggregation,
         interval: Duration,
     ) -> Result<Self, DatapathError> {
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            return Err(DatapathError::NotPermitted(format!(
+                "missing {}",
+                missing.join(", ")
+            )));
+        }
         // The closest existing ancestor must be bpffs (the node directory may not exist yet).
         let mut probe = pin_dir.to_path_buf();
         while !probe.exists() {
