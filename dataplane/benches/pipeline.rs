@@ -20,6 +20,10 @@ use std::{path::Path, sync::Arc};
 
 const BATCH: usize = 4096;
 
+// The agent binary runs with this allocator too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn record(i: u32) -> Vec<u8> {
     let mut pkt = PacketInfo::zeroed();
     pkt.ethertype = 0x0800;
@@ -93,6 +97,17 @@ fn ingest(c: &mut Criterion) {
                 batch.push(Arc::new(pipeline.ingest(r, &cache).unwrap()));
             }
             ring.push_batch(batch.drain(..));
+        })
+    });
+
+    g.bench_function("decode+enrich → full flow.Flow", |b| {
+        b.iter(|| {
+            for r in &records {
+                let Event::Flow(f) = pipeline.ingest(r, &cache).unwrap() else {
+                    unreachable!()
+                };
+                std::hint::black_box(flow_proto::flow(&f));
+            }
         })
     });
 

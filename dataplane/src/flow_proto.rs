@@ -15,7 +15,7 @@ use lumen_api::{
     observer::{get_flows_response::ResponseTypes, GetFlowsResponse},
     wkt::Timestamp,
 };
-use std::{fmt::Write, net::IpAddr};
+use std::net::IpAddr;
 
 /// A wall-clock time in ns since the epoch as a protobuf Timestamp.
 pub fn timestamp(ns: i64) -> Timestamp {
@@ -25,19 +25,20 @@ pub fn timestamp(ns: i64) -> Timestamp {
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Formats 128 random bits as an RFC 4122 version-4 UUID.
 pub fn uuid_string(bits: u128) -> String {
     let b = (bits & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48)
         | (0x8000u128 << 48);
-    let h = format!("{b:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut s = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            s.push('-');
+        }
+        s.push(HEX[((b >> (124 - 4 * i)) & 0xf) as usize] as char);
+    }
+    s
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -46,7 +47,8 @@ fn mac(m: &[u8; 6]) -> String {
         if i > 0 {
             s.push(':');
         }
-        let _ = write!(s, "{b:02x}");
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 0xf) as usize] as char);
     }
     s
 }
@@ -94,8 +96,8 @@ fn tcp_flags(f: u16) -> flow::TcpFlags {
     }
 }
 
-/// The flag names in the order Hubble prints them.
-fn tcp_flag_names(f: u16) -> String {
+/// The summary of a TCP packet: its flags in the order Hubble prints them.
+fn tcp_summary(f: u16) -> String {
     const ORDER: [(u16, &str); 9] = [
         (tcp::SYN, "SYN"),
         (tcp::ACK, "ACK"),
@@ -107,12 +109,14 @@ fn tcp_flag_names(f: u16) -> String {
         (tcp::CWR, "CWR"),
         (tcp::NS, "NS"),
     ];
-    ORDER
-        .iter()
-        .filter(|(b, _)| f & b != 0)
-        .map(|(_, n)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut s = String::from("TCP Flags: ");
+    for (_, name) in ORDER.iter().filter(|(b, _)| f & b != 0) {
+        if s.len() > "TCP Flags: ".len() {
+            s.push_str(", ");
+        }
+        s.push_str(name);
+    }
+    s
 }
 
 fn icmpv4_name(t: u8, c: u8) -> String {
@@ -164,7 +168,7 @@ fn l4(p: &PacketInfo) -> (Option<Layer4>, String) {
                 destination_port: p.dst_port as u32,
                 flags: Some(tcp_flags(p.tcp_flags)),
             }),
-            format!("TCP Flags: {}", tcp_flag_names(p.tcp_flags)),
+            tcp_summary(p.tcp_flags),
         ),
         proto::UDP if ports => (
             Protocol::Udp(flow::Udp {
@@ -407,7 +411,7 @@ mod tests {
 
     #[test]
     fn summaries_follow_hubble_wording() {
-        assert_eq!(tcp_flag_names(tcp::FIN | tcp::ACK), "ACK, FIN");
+        assert_eq!(tcp_summary(tcp::FIN | tcp::ACK), "TCP Flags: ACK, FIN");
         let mut r = tcp_syn();
         r.pkt.l4_proto = proto::ICMP;
         r.pkt.l4_flags = l4_flags::ICMP;

@@ -13,6 +13,10 @@ use lumen_dataplane::{
 };
 use std::{path::PathBuf, time::Duration};
 
+// Building flows for clients is allocation-bound (see benches/pipeline.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lumen node agent.
 #[derive(Parser)]
 #[command(version, about)]
