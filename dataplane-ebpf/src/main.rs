@@ -11,14 +11,14 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{BPF_F_NO_COMMON_LRU, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use lumen_abi::{
-    aggregation, hdr_flags, kind, obs, reason, tcp, CtKey, CtValue, DatapathConfig, PacketInfo,
+    aggregation, ct_flags, hdr_flags, kind, obs, reason, tcp, CtKey, CtValue, DatapathConfig, PacketInfo,
     RecordHeader, TraceRecord, TRACE_VERSION,
 };
 
@@ -31,8 +31,9 @@ const WAKEUP_THRESHOLD: u64 = 512 << 10;
 #[map]
 static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 
+// Per-CPU LRU lists: the CPUs sending and receiving one stream never share an LRU lock.
 #[map]
-static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(262_144, 0);
+static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(262_144, BPF_F_NO_COMMON_LRU);
 
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
@@ -149,28 +150,31 @@ fn emit(rec: &TraceRecord) -> Result<(), ()> {
 
 #[inline(always)]
 fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &DatapathConfig) -> CtResult {
-    let key = CtKey {
-        src_ip: pkt.src_ip,
-        dst_ip: pkt.dst_ip,
-        src_port: pkt.src_port,
-        dst_port: pkt.dst_port,
-        ifindex,
-        proto: pkt.l4_proto,
-        _pad: [0; 3],
-    };
-    let rev = CtKey {
-        src_ip: pkt.dst_ip,
-        dst_ip: pkt.src_ip,
-        src_port: pkt.dst_port,
-        dst_port: pkt.src_port,
-        ..key
+    // One lookup serves both directions: the key puts the lower (address, port) first.
+    let lower_first = (u128::from_be_bytes(pkt.src_ip), pkt.src_port) <= (u128::from_be_bytes(pkt.dst_ip), pkt.dst_port);
+    let key = if lower_first {
+        CtKey {
+            src_ip: pkt.src_ip,
+            dst_ip: pkt.dst_ip,
+            src_port: pkt.src_port,
+            dst_port: pkt.dst_port,
+            ifindex,
+            proto: pkt.l4_proto,
+            _pad: [0; 3],
+        }
+    } else {
+        CtKey {
+            src_ip: pkt.dst_ip,
+            dst_ip: pkt.src_ip,
+            src_port: pkt.dst_port,
+            dst_port: pkt.src_port,
+            ifindex,
+            proto: pkt.l4_proto,
+            _pad: [0; 3],
+        }
     };
     let known = hdr_flags::REPLY_KNOWN;
-    let (entry, dir) = if let Some(v) = CT.get_ptr_mut(&key) {
-        (v, 0usize)
-    } else if let Some(v) = CT.get_ptr_mut(&rev) {
-        (v, 1usize)
-    } else {
+    let Some(entry) = CT.get_ptr_mut(&key) else {
         let fresh = CtValue {
             packets: [1, 0],
             bytes: [pkt_len as u64, 0],
@@ -178,7 +182,8 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
             last_seen_ns: now,
             last_report_ns: [now, 0],
             tcp_flags_seen: [pkt.tcp_flags, 0],
-            _pad: [0; 4],
+            flags: if lower_first { ct_flags::OPENED_BY_LOWER } else { 0 },
+            _pad: [0; 3],
         };
         // Another CPU may have created it a moment ago: then this packet is merely
         // not counted in the new entry, and is still reported as the first one.
@@ -189,7 +194,8 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
     // SAFETY: the pointer comes from a successful lookup of this LRU map and stays valid
     // for the program's run.
     let v = unsafe { &mut *entry };
-    let dir = dir & 1;
+    let opened_by_lower = v.flags & ct_flags::OPENED_BY_LOWER != 0;
+    let dir = if lower_first == opened_by_lower { 0usize } else { 1usize };
     // Plain increments: one connection's packets at one interface are processed on one
     // CPU at a time in practice (veth and RSS keep a flow on a queue), and the BPF target
     // offers no 64-bit fetch-add to Rust; a rare lost increment only skews a counter.
@@ -206,6 +212,8 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
         v.tcp_flags_seen = [pkt.tcp_flags, 0];
         v.last_report_ns = [now, 0];
         v.first_seen_ns = now;
+        v.packets = [1, 0];
+        v.bytes = [pkt_len as u64, 0];
         return CtResult { reason: rsn, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
     }
     v.tcp_flags_seen[dir] = seen | pkt.tcp_flags;

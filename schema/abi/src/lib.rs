@@ -243,18 +243,21 @@ pub struct DropRecord {
 }
 const _: () = assert!(core::mem::size_of::<DropRecord>() == 96);
 
-/// Conntrack key: one connection as seen at one interface, in its original direction.
-/// 44 bytes. Replies are found by looking up the reversed tuple.
+/// Conntrack key: one connection as seen at one interface. 44 bytes.
+///
+/// Normalised so that both directions of a connection hash to the same key with one
+/// lookup: the (address, port) pair that orders lower comes first (`src_*`), and
+/// [`CtValue::flags`] records which side opened the connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtKey {
-    /// Original source address (IPv4 in the first four bytes).
+    /// The lower endpoint's address (IPv4 in the first four bytes).
     pub src_ip: [u8; 16],
-    /// Original destination address.
+    /// The higher endpoint's address.
     pub dst_ip: [u8; 16],
-    /// Original source port; for ICMP echo, the echo identifier.
+    /// The lower endpoint's port; for ICMP echo, the echo identifier.
     pub src_port: u16,
-    /// Original destination port; for ICMP echo, the echo identifier.
+    /// The higher endpoint's port; for ICMP echo, the echo identifier.
     pub dst_port: u16,
     /// Interface the connection was seen on: each endpoint keeps its own view.
     pub ifindex: u32,
@@ -281,10 +284,18 @@ pub struct CtValue {
     pub last_report_ns: [u64; 2],
     /// TCP flags seen so far per direction.
     pub tcp_flags_seen: [u16; 2],
+    /// Bits from [`ct_flags`].
+    pub flags: u8,
     /// Explicit padding; zero.
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<CtValue>() == 72);
+
+/// Bits of [`CtValue::flags`].
+pub mod ct_flags {
+    /// The side that opened the connection is the key's lower (`src_*`) side.
+    pub const OPENED_BY_LOWER: u8 = 1 << 0;
+}
 
 /// Monitor aggregation levels (`bpf.monitorAggregation`).
 pub mod aggregation {
