@@ -50,6 +50,13 @@ fn udp64(client: &Pod, server_ip: &str) -> Result<(f64, u64, u64)> {
     Ok(((packets - lost) as f64 / secs, packets, lost))
 }
 
+/// 64-byte UDP from lab-traffic's tight send loop (faster than iperf3's): packets/s sent.
+fn flood(client: &Pod, server_ip: &str) -> Result<(f64, u64)> {
+    let out = client.exec_ok(lumen_integration::traffic_bin()?, ["udp-flood", "--to", &format!("{server_ip}:9"), "--size", "64", "--seconds", SECONDS])?;
+    let j: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap_or("{}"))?;
+    Ok((j["packets_per_second"].as_f64().unwrap_or(0.0), j["sent"].as_u64().unwrap_or(0)))
+}
+
 fn detach_all(node: &Node) -> Result<()> {
     node.stop_agent()?;
     let links = node.bpf_dir().join("links");
@@ -126,8 +133,13 @@ fn main() -> Result<()> {
     eprintln!("bench: UDP 64 B unattached");
     detach_all(&node)?;
     let (pps_base, _, _) = udp64(&client, &sip)?;
+    let (flood_base, _) = flood(&client, &sip)?;
     eprintln!("bench: UDP 64 B with a record per packet");
     start(&node, MonitorAggregation::None)?;
+    let (lost0, seen0) = agent_counts(&node, &rt)?;
+    let (flood_none, flood_sent) = flood(&client, &sip)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (lost1, seen1) = agent_counts(&node, &rt)?;
     let (lost_before, seen_before) = agent_counts(&node, &rt)?;
     let (pps_none, sent, _udp_lost) = udp64(&client, &sip)?;
     std::thread::sleep(Duration::from_secs(2)); // lost counters are read every second
@@ -148,11 +160,16 @@ fn main() -> Result<()> {
     println!("  UDP 64 B unattached            {:8.0} packets/s", pps_base);
     println!("  UDP 64 B no aggregation        {:8.0} packets/s  {:5.1} % of unattached (target ≥ 60 %)", pps_none, pct(pps_none, pps_base));
     println!("  records lost in kernel ring    {records_lost:8} (target 0); {sent} datagrams sent, {flows_seen} flows seen during the UDP run and after");
+    println!("  UDP 64 B flood unattached      {flood_base:8.0} packets/s sent (lab-traffic)");
+    println!("  UDP 64 B flood no aggregation  {flood_none:8.0} packets/s sent  {:5.1} % of unattached", pct(flood_none, flood_base));
+    println!("  records lost in kernel ring    {:8} (target 0); {flood_sent} datagrams sent, {} flows seen (2 records per datagram: leaving the client, entering the server)", lost1 - lost0, seen1 - seen0);
     println!("  agent RSS, ring {num_flows} flows  {:8.1} MiB (target ≤ 150 MiB)", rss as f64 / 1024.0);
     let summary = serde_json::json!({
         "tcp_gbps": {"unattached": tcp_base, "medium": tcp_medium, "none": tcp_none},
         "udp64_pps": {"unattached": pps_base, "none": pps_none},
         "records_lost": records_lost, "udp_sent": sent, "flows_seen": flows_seen,
+        "flood_pps": {"unattached": flood_base, "none": flood_none}, "flood_sent": flood_sent,
+        "flood_records_lost": lost1 - lost0, "flood_flows_seen": seen1 - seen0,
         "agent_rss_kib": rss, "ring_flows": num_flows,
     });
     println!("{summary}");
