@@ -39,6 +39,8 @@ pub struct AgentOptions {
     pub monitor_interval: Duration,
     /// `hubble.eventBufferCapacity` (default 65535).
     pub event_buffer_capacity: u32,
+    /// `bpf.eventsRingBytes` (default: the agent's, 8 MiB).
+    pub events_ring_bytes: Option<u32>,
     /// Extra environment for the agent process, e.g. `RUST_LOG`.
     pub env: Vec<(String, String)>,
     /// How long to wait for both sockets to accept connections (default 15 s).
@@ -51,6 +53,7 @@ impl Default for AgentOptions {
             monitor_aggregation: MonitorAggregation::Medium,
             monitor_interval: Duration::from_secs(5),
             event_buffer_capacity: 65535,
+            events_ring_bytes: None,
             env: Vec::new(),
             ready_timeout: Duration::from_secs(15),
         }
@@ -364,6 +367,7 @@ impl Node {
             bpf: BpfConfig {
                 monitor_aggregation: options.monitor_aggregation,
                 monitor_interval: humantime::format_duration(options.monitor_interval).to_string(),
+                events_ring_bytes: options.events_ring_bytes,
             },
         };
         Ok(serde_yaml::to_string(&config)?)
@@ -486,6 +490,8 @@ struct HubbleConfig<'a> {
 struct BpfConfig {
     monitor_aggregation: MonitorAggregation,
     monitor_interval: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_ring_bytes: Option<u32>,
 }
 
 #[cfg(test)]

@@ -251,3 +251,148 @@ pub fn now_ns() -> i64 {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::{fixtures::tcp_syn, Record},
+        events::FlowEvent,
+        ipcache::EndpointInfo,
+    };
+    use lumen_api::{flow::LostEventSource, observer::get_flows_response::ResponseTypes};
+
+    fn flow(i: i64) -> Arc<Event> {
+        let mut rec = tcp_syn();
+        rec.pkt.src_port = i as u16;
+        Arc::new(Event::Flow(FlowEvent {
+            time_ns: 1_000_000_000 + i,
+            uuid: i as u128,
+            record: Record::Trace(rec),
+            source: Arc::new(EndpointInfo::default()),
+            destination: Arc::new(EndpointInfo::default()),
+            endpoint_id: 0,
+            ifname: None,
+            node_name: "lab/n1".into(),
+        }))
+    }
+
+    fn src_port(r: &GetFlowsResponse) -> Option<u32> {
+        match &r.response_types {
+            Some(ResponseTypes::Flow(f)) => match f.l4.as_ref()?.protocol.as_ref()? {
+                lumen_api::flow::layer4::Protocol::Tcp(t) => Some(t.source_port),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn query(req: GetFlowsRequest) -> Query {
+        Query::from_request(&req).unwrap()
+    }
+
+    #[test]
+    fn last_n_first_n_and_time_bounds() {
+        let ring = Ring::new(100);
+        ring.push_batch((0..10).map(flow));
+        let ports = |q: Query| {
+            q.history(&ring)
+                .0
+                .iter()
+                .filter_map(src_port)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ports(query(GetFlowsRequest {
+                number: 3,
+                ..Default::default()
+            })),
+            vec![7, 8, 9]
+        );
+        assert_eq!(
+            ports(query(GetFlowsRequest {
+                number: 3,
+                first: true,
+                ..Default::default()
+            })),
+            vec![0, 1, 2]
+        );
+        assert_eq!(ports(query(GetFlowsRequest::default())).len(), 10);
+        let since = Some(lumen_api::wkt::Timestamp {
+            seconds: 1,
+            nanos: 4,
+        });
+        let until = Some(lumen_api::wkt::Timestamp {
+            seconds: 1,
+            nanos: 6,
+        });
+        assert_eq!(
+            ports(query(GetFlowsRequest {
+                since,
+                until,
+                ..Default::default()
+            })),
+            vec![4, 5, 6]
+        );
+        assert_eq!(
+            ports(query(GetFlowsRequest {
+                number: 2,
+                since,
+                ..Default::default()
+            })),
+            vec![8, 9]
+        );
+        assert!(
+            ports(query(GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            }))
+            .is_empty(),
+            "follow alone: only new flows"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overtaken_follower_gets_a_lost_event() {
+        let ring = Arc::new(Ring::new(8));
+        let (tx, mut rx) = mpsc::channel(1);
+        let task = tokio::spawn(
+            query(GetFlowsRequest {
+                follow: true,
+                ..Default::default()
+            })
+            .run(ring.clone(), "lab/n1".into(), tx),
+        );
+        tokio::task::yield_now().await;
+        ring.push(flow(0));
+        let first = rx.recv().await.unwrap().unwrap();
+        assert_eq!(src_port(&first), Some(0));
+        // The follower is stuck on a full channel while the writer laps it.
+        ring.push(flow(1));
+        ring.push(flow(2));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ring.push_batch((3..40).map(flow));
+        let mut lost = 0;
+        let mut ports = vec![];
+        while let Ok(Some(r)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await
+        {
+            let r = r.unwrap();
+            match &r.response_types {
+                Some(ResponseTypes::LostEvents(l)) => {
+                    assert_eq!(l.source, LostEventSource::HubbleRingBuffer as i32);
+                    lost += l.num_events_lost;
+                }
+                _ => ports.push(src_port(&r).unwrap()),
+            }
+        }
+        assert!(lost > 0, "the gap is reported");
+        assert_eq!(
+            ports.len() as u64 + lost,
+            39,
+            "every flow after the first is delivered or counted as lost: {ports:?}"
+        );
+        assert_eq!(ports.last(), Some(&39));
+        task.abort();
+    }
+}

@@ -32,7 +32,10 @@ fn iperf_json(client: &Pod, args: &[&str]) -> Result<serde_json::Value> {
 /// Single-stream TCP, Gbit/s received.
 fn tcp(client: &Pod, server_ip: &str) -> Result<f64> {
     let j = iperf_json(client, &["-c", server_ip, "-t", SECONDS, "-J"])?;
-    Ok(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
+    Ok(j["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,7 +45,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// 64-byte UDP as fast as possible: (packets/s received, packets sent, packets lost).
 fn udp64(client: &Pod, server_ip: &str) -> Result<(f64, u64, u64)> {
-    let j = iperf_json(client, &["-c", server_ip, "-u", "-l", "64", "-b", "0", "-t", SECONDS, "-J"])?;
+    let j = iperf_json(
+        client,
+        &[
+            "-c", server_ip, "-u", "-l", "64", "-b", "0", "-t", SECONDS, "-J",
+        ],
+    )?;
     let sum = &j["end"]["sum"];
     let packets = sum["packets"].as_u64().unwrap_or(0);
     let lost = sum["lost_packets"].as_u64().unwrap_or(0);
@@ -52,9 +60,23 @@ fn udp64(client: &Pod, server_ip: &str) -> Result<(f64, u64, u64)> {
 
 /// 64-byte UDP from lab-traffic's tight send loop (faster than iperf3's): packets/s sent.
 fn flood(client: &Pod, server_ip: &str) -> Result<(f64, u64)> {
-    let out = client.exec_ok(lumen_integration::traffic_bin()?, ["udp-flood", "--to", &format!("{server_ip}:9"), "--size", "64", "--seconds", SECONDS])?;
+    let out = client.exec_ok(
+        lumen_integration::traffic_bin()?,
+        [
+            "udp-flood",
+            "--to",
+            &format!("{server_ip}:9"),
+            "--size",
+            "64",
+            "--seconds",
+            SECONDS,
+        ],
+    )?;
     let j: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap_or("{}"))?;
-    Ok((j["packets_per_second"].as_f64().unwrap_or(0.0), j["sent"].as_u64().unwrap_or(0)))
+    Ok((
+        j["packets_per_second"].as_f64().unwrap_or(0.0),
+        j["sent"].as_u64().unwrap_or(0),
+    ))
 }
 
 fn detach_all(node: &Node) -> Result<()> {
@@ -68,7 +90,11 @@ fn detach_all(node: &Node) -> Result<()> {
 
 fn start(node: &Node, aggregation: MonitorAggregation) -> Result<()> {
     node.stop_agent()?;
-    node.start_agent(AgentOptions { monitor_aggregation: aggregation, event_buffer_capacity: 65535, ..Default::default() })
+    node.start_agent(AgentOptions {
+        monitor_aggregation: aggregation,
+        event_buffer_capacity: 65535,
+        ..Default::default()
+    })
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -86,14 +112,19 @@ fn agent_counts(node: &Node, rt: &tokio::runtime::Runtime) -> Result<(u64, u64)>
         let mut c = hubble::connect_unix(&node.hubble_socket()).await?;
         // A filter nothing matches: only loss reports come back.
         let req = GetFlowsRequest {
-            whitelist: vec![FlowFilter { destination_port: vec!["1".into()], ..Default::default() }],
+            whitelist: vec![FlowFilter {
+                destination_port: vec!["1".into()],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let resps = hubble::collect(&mut c, req, usize::MAX, Duration::from_secs(10)).await?;
         let lost = resps
             .iter()
             .filter_map(|r| match &r.response_types {
-                Some(ResponseTypes::LostEvents(l)) if l.source == LostEventSource::PerfEventRingBuffer as i32 => {
+                Some(ResponseTypes::LostEvents(l))
+                    if l.source == LostEventSource::PerfEventRingBuffer as i32 =>
+                {
                     Some(l.num_events_lost)
                 }
                 _ => None,
@@ -105,7 +136,9 @@ fn agent_counts(node: &Node, rt: &tokio::runtime::Runtime) -> Result<(u64, u64)>
 }
 
 fn main() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let lab = Lab::new("bench")?;
     let node = lab.add_node("node1")?;
     start(&node, MonitorAggregation::Medium)?;
@@ -149,7 +182,12 @@ fn main() -> Result<()> {
     let rss = rss_kib(node.agent_pid().context("agent pid")?)?;
     let num_flows = rt.block_on(async {
         let mut c = hubble::connect_unix(&node.hubble_socket()).await?;
-        anyhow::Ok(c.server_status(ServerStatusRequest {}).await?.into_inner().num_flows)
+        anyhow::Ok(
+            c.server_status(ServerStatusRequest {})
+                .await?
+                .into_inner()
+                .num_flows,
+        )
     })?;
 
     let pct = |a: f64, b: f64| if b > 0.0 { 100.0 * a / b } else { 0.0 };
@@ -157,13 +195,26 @@ fn main() -> Result<()> {
     println!("  TCP unattached                 {tcp_base:8.2} Gbit/s");
     println!("  TCP medium aggregation         {tcp_medium:8.2} Gbit/s  {:5.1} % of unattached (target ≥ 97 %)", pct(tcp_medium, tcp_base));
     println!("  TCP no aggregation             {tcp_none:8.2} Gbit/s  {:5.1} % of unattached (target ≥ 80 %)", pct(tcp_none, tcp_base));
-    println!("  UDP 64 B unattached            {:8.0} packets/s", pps_base);
-    println!("  UDP 64 B no aggregation        {:8.0} packets/s  {:5.1} % of unattached (target ≥ 60 %)", pps_none, pct(pps_none, pps_base));
+    println!(
+        "  UDP 64 B unattached            {:8.0} packets/s",
+        pps_base
+    );
+    println!(
+        "  UDP 64 B no aggregation        {:8.0} packets/s  {:5.1} % of unattached (target ≥ 60 %)",
+        pps_none,
+        pct(pps_none, pps_base)
+    );
     println!("  records lost in kernel ring    {records_lost:8} (target 0); {sent} datagrams sent, {flows_seen} flows seen during the UDP run and after");
     println!("  UDP 64 B flood unattached      {flood_base:8.0} packets/s sent (lab-traffic)");
-    println!("  UDP 64 B flood no aggregation  {flood_none:8.0} packets/s sent  {:5.1} % of unattached", pct(flood_none, flood_base));
+    println!(
+        "  UDP 64 B flood no aggregation  {flood_none:8.0} packets/s sent  {:5.1} % of unattached",
+        pct(flood_none, flood_base)
+    );
     println!("  records lost in kernel ring    {:8} (target 0); {flood_sent} datagrams sent, {} flows seen (2 records per datagram: leaving the client, entering the server)", lost1 - lost0, seen1 - seen0);
-    println!("  agent RSS, ring {num_flows} flows  {:8.1} MiB (target ≤ 150 MiB)", rss as f64 / 1024.0);
+    println!(
+        "  agent RSS, ring {num_flows} flows  {:8.1} MiB (target ≤ 150 MiB)",
+        rss as f64 / 1024.0
+    );
     let summary = serde_json::json!({
         "tcp_gbps": {"unattached": tcp_base, "medium": tcp_medium, "none": tcp_none},
         "udp64_pps": {"unattached": pps_base, "none": pps_none},
