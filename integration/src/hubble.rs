@@ -72,3 +72,23 @@ pub fn flows(responses: &[GetFlowsResponse]) -> Vec<Flow> {
         })
         .collect()
 }
+
+/// Every loss report in the server's ring (no flows): a filter that matches no flow lets
+/// only loss reports through.
+pub async fn lost_events(client: &mut Client) -> Result<Vec<lumen_api::flow::LostEvent>> {
+    let req = GetFlowsRequest {
+        whitelist: vec![lumen_api::flow::FlowFilter {
+            destination_port: vec!["1".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let resps = collect(client, req, usize::MAX, Duration::from_secs(10)).await?;
+    resps
+        .into_iter()
+        .map(|r| match r.response_types {
+            Some(ResponseTypes::LostEvents(l)) => Ok(l),
+            other => anyhow::bail!("expected only loss reports, got {other:?}"),
+        })
+        .collect()
+}

@@ -9,10 +9,7 @@
 //! Prints one line per figure, with its target, and a JSON summary at the end.
 
 use anyhow::{bail, Context, Result};
-use lumen_api::{
-    flow::{FlowFilter, LostEventSource},
-    observer::{get_flows_response::ResponseTypes, GetFlowsRequest, ServerStatusRequest},
-};
+use lumen_api::{flow::LostEventSource, observer::ServerStatusRequest};
 use lumen_integration::{hubble, AgentOptions, Lab, MonitorAggregation, Node, Pod};
 use std::time::Duration;
 
@@ -110,25 +107,11 @@ fn rss_kib(pid: u32) -> Result<u64> {
 fn agent_counts(node: &Node, rt: &tokio::runtime::Runtime) -> Result<(u64, u64)> {
     rt.block_on(async {
         let mut c = hubble::connect_unix(&node.hubble_socket()).await?;
-        // A filter nothing matches: only loss reports come back.
-        let req = GetFlowsRequest {
-            whitelist: vec![FlowFilter {
-                destination_port: vec!["1".into()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let resps = hubble::collect(&mut c, req, usize::MAX, Duration::from_secs(10)).await?;
-        let lost = resps
+        let lost = hubble::lost_events(&mut c)
+            .await?
             .iter()
-            .filter_map(|r| match &r.response_types {
-                Some(ResponseTypes::LostEvents(l))
-                    if l.source == LostEventSource::PerfEventRingBuffer as i32 =>
-                {
-                    Some(l.num_events_lost)
-                }
-                _ => None,
-            })
+            .filter(|l| l.source == LostEventSource::PerfEventRingBuffer as i32)
+            .map(|l| l.num_events_lost)
             .sum();
         let st = c.server_status(ServerStatusRequest {}).await?.into_inner();
         Ok((lost, st.seen_flows))
