@@ -76,6 +76,41 @@ fn flood(client: &Pod, server_ip: &str) -> Result<(f64, u64)> {
     ))
 }
 
+/// Kernel-measured cost of the programs: (total run ns, runs) over every Lumen program,
+/// from `bpftool prog show` with `kernel.bpf_stats_enabled=1`.
+fn prog_stats() -> Result<(u64, u64)> {
+    let out = std::process::Command::new("bpftool").args(["-j", "prog", "show"]).output().context("bpftool")?;
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut total = (0, 0);
+    for p in progs.as_array().into_iter().flatten() {
+        if matches!(p["name"].as_str(), Some("from_endpoint" | "to_endpoint" | "from_network" | "to_network")) {
+            total.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            total.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+fn set_bpf_stats(on: bool) -> Result<()> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" }).context("kernel.bpf_stats_enabled")
+}
+
+/// One TCP run with the kernel's per-program accounting on: (Gbit/s, ns per program run,
+/// share of the machine's CPU time spent in the programs).
+fn tcp_cost(client: &Pod, server_ip: &str) -> Result<(f64, f64, f64)> {
+    set_bpf_stats(true)?;
+    let (ns0, n0) = prog_stats()?;
+    let t = std::time::Instant::now();
+    let gbps = tcp(client, server_ip);
+    let wall = t.elapsed().as_secs_f64();
+    let (ns1, n1) = prog_stats()?;
+    set_bpf_stats(false)?;
+    let runs = (n1 - n0).max(1) as f64;
+    let ns = (ns1 - ns0) as f64;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    Ok((gbps?, ns / runs, ns / 1e9 / (wall * cpus)))
+}
+
 fn detach_all(node: &Node) -> Result<()> {
     node.stop_agent()?;
     let links = node.bpf_dir().join("links");
@@ -146,6 +181,12 @@ fn main() -> Result<()> {
     eprintln!("bench: TCP Gbit/s unattached {base:.2?} medium {medium:.2?} none {none:.2?}");
     let (tcp_base, tcp_medium, tcp_none) = (median(base), median(medium), median(none));
 
+    eprintln!("bench: program cost (kernel bpf_stats) during one TCP run per setting");
+    start(&node, MonitorAggregation::Medium)?;
+    let (_, ns_medium, cpu_medium) = tcp_cost(&client, &sip)?;
+    start(&node, MonitorAggregation::None)?;
+    let (_, ns_none, cpu_none) = tcp_cost(&client, &sip)?;
+
     eprintln!("bench: UDP 64 B unattached");
     detach_all(&node)?;
     let (pps_base, _, _) = udp64(&client, &sip)?;
@@ -204,6 +245,8 @@ fn main() -> Result<()> {
         "records_lost": records_lost, "udp_sent": sent, "flows_seen": flows_seen,
         "flood_pps": {"unattached": flood_base, "none": flood_none}, "flood_sent": flood_sent,
         "flood_records_lost": lost1 - lost0, "flood_flows_seen": seen1 - seen0,
+        "prog_ns_per_run": {"medium": ns_medium, "none": ns_none},
+        "prog_cpu_share": {"medium": cpu_medium, "none": cpu_none},
         "agent_rss_kib": rss, "ring_flows": num_flows,
     });
     println!("{summary}");
