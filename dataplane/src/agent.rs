@@ -111,6 +111,11 @@ impl Agent {
         self.ipcache.read().clone()
     }
 
+    /// The state source's snapshots (for the Peer service).
+    pub fn state(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
     /// Recomputes the ipcache from the state and the local endpoints.
     pub fn rebuild_ipcache(&self) {
         let state = self.state.borrow().clone();

@@ -15,6 +15,7 @@ pub mod ipcache;
 pub mod localapi;
 pub mod node_setup;
 pub mod observer;
+pub mod peer;
 pub mod pipeline;
 pub mod ring;
 pub mod state;

@@ -131,7 +131,7 @@ fn getflows_selection_and_filters() {
         let want = all_now.iter().filter(|x| pred(x)).count();
         assert!(!got.is_empty(), "{name}: no flows selected");
         assert!(
-            got.iter().all(|x| pred(x)),
+            got.iter().all(pred),
             "{name}: a selected flow does not fit"
         );
         assert!(
@@ -259,7 +259,7 @@ fn getflows_selection_and_filters() {
         !and.is_empty()
             && and
                 .iter()
-                .all(|f| src_pod(&f) == "client" && f.summary == "UDP")
+                .all(|f| src_pod(f) == "client" && f.summary == "UDP")
     );
     let or = lab
         .get_flows(GetFlowsRequest {

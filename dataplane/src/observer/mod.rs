@@ -193,6 +193,12 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let observer = ObserverService::new(agent.clone()).into_server();
+    let peer = crate::peer::PeerService::new(
+        agent.cfg.cluster.name.clone(),
+        agent.cfg.listen_socket_addr().ok().map(|a| a.port()),
+        agent.state(),
+    )
+    .into_server();
 
     let sock = &agent.cfg.hubble.socket_path;
     if let Some(dir) = sock.parent() {
@@ -207,6 +213,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health.clone())
         .add_service(observer.clone())
+        .add_service(peer.clone())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(uds),
             async move {
@@ -227,6 +234,7 @@ pub async fn serve(
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health)
                 .add_service(observer)
+                .add_service(peer)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     async move {

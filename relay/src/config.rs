@@ -1,0 +1,310 @@
+//! The relay's configuration: one YAML file, keys named like Hubble relay's Helm values
+//! (camelCase), unknown keys rejected. Every key is optional:
+//!
+//! ```yaml
+//! listenAddress: ":4245"          # where the relay serves observer.Observer + grpc.health.v1
+//! clusterName: default            # cluster of static peers named without one
+//! # Where to find the nodes: ask an agent's peer service ...
+//! peerService: "unix:///var/run/cilium/hubble.sock"   # or "host:4244"
+//! # ... or list them (used when peerService is empty):
+//! peers:
+//!   - {name: default/node1, address: "192.168.1.10:4244"}
+//! # Addresses to dial instead of what the peer service advertises, by node name
+//! # (`cluster/node` or just `node`), e.g. when the relay cannot route to the nodes'
+//! # InternalIPs but reaches their unix sockets (the lab) or port-forwards.
+//! nodeAddresses:
+//!   node1: "unix:///run/lab/node1/hubble.sock"
+//! sortBufferMaxLen: 100           # flows held for time ordering (Hubble: 100)
+//! sortBufferDrainTimeout: 100ms   # longest a flow waits for slower nodes (Hubble: 1s)
+//! dialTimeout: 5s                 # connecting to a node or the peer service
+//! retryBackoff: {initial: 200ms, max: 5s}   # reconnects: exponential, with jitter
+//! ```
+//!
+//! `sortBufferDrainTimeout` is 100 ms rather than Hubble's 1 s: Lumen targets p99 ≤ 250 ms
+//! from packet to client, and agents already add up to ~10 ms (ring drain) before a flow
+//! leaves them. Nodes stream in time order, so the relay only waits for a node that has
+//! nothing queued; 100 ms covers scheduling and network jitter between agents.
+//!
+//! Addresses: `unix:///path` (a unix socket), `host:port`, or a bare IP/host (port 4244).
+
+use serde::Deserialize;
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid YAML for this schema (unknown key, wrong type, bad duration).
+    #[error("{0}")]
+    Parse(#[from] serde_yaml::Error),
+    /// A value out of range.
+    #[error("invalid {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One static peer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticPeer {
+    /// Node name, `cluster/node` (a bare `node` gets `clusterName`).
+    pub name: String,
+    /// Its Observer address.
+    pub address: String,
+}
+
+/// Reconnection backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backoff {
+    /// First delay. Default 200 ms.
+    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    /// Largest delay (doubling until there). Default 5 s.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `n` (0-based): `initial·2ⁿ` capped at `max`, with ±20 %
+    /// jitter from `jitter` (a number in [0, 1)).
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let base = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.max);
+        base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// The relay configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RelayConfig {
+    /// Where to serve. Default `:4245` (all addresses).
+    #[serde(default = "default_listen")]
+    pub listen_address: String,
+    /// Cluster of static peers named without one. Default `default`.
+    #[serde(default = "default_cluster")]
+    pub cluster_name: String,
+    /// An agent whose peer service lists the nodes. Empty: use `peers`.
+    #[serde(default)]
+    pub peer_service: String,
+    /// Static nodes (when `peerService` is empty).
+    #[serde(default)]
+    pub peers: Vec<StaticPeer>,
+    /// Address overrides by node name.
+    #[serde(default)]
+    pub node_addresses: BTreeMap<String, String>,
+    /// Sort buffer length. Default 100.
+    #[serde(default = "default_sort_len")]
+    pub sort_buffer_max_len: usize,
+    /// Sort buffer drain timeout. Default 100 ms.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub sort_buffer_drain_timeout: Duration,
+    /// Dial timeout. Default 5 s.
+    #[serde(default = "default_dial", with = "humantime_serde")]
+    pub dial_timeout: Duration,
+    /// Reconnect backoff.
+    #[serde(default)]
+    pub retry_backoff: Backoff,
+}
+
+fn default_listen() -> String {
+    ":4245".into()
+}
+fn default_cluster() -> String {
+    "default".into()
+}
+fn default_sort_len() -> usize {
+    100
+}
+fn default_drain() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_dial() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Durations as humantime strings (`100ms`, `5s`).
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl RelayConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let cfg: RelayConfig = serde_yaml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_socket_addr()?;
+        if self.sort_buffer_max_len == 0 {
+            return Err(ConfigError::Invalid {
+                key: "sortBufferMaxLen",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.retry_backoff.initial.is_zero() || self.retry_backoff.max < self.retry_backoff.initial
+        {
+            return Err(ConfigError::Invalid {
+                key: "retryBackoff",
+                reason: "initial must be > 0 and ≤ max".into(),
+            });
+        }
+        for p in &self.peers {
+            if p.name.is_empty() || p.address.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "peers",
+                    reason: format!("{p:?}: name and address are required"),
+                });
+            }
+        }
+        if self.peer_service.is_empty() && self.peers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "peerService",
+                reason: "set peerService or list peers".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `listenAddress` as a socket address (`:4245` → `0.0.0.0:4245`).
+    pub fn listen_socket_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        let a = &self.listen_address;
+        let full = if a.starts_with(':') {
+            format!("0.0.0.0{a}")
+        } else {
+            a.clone()
+        };
+        full.parse().map_err(|e| ConfigError::Invalid {
+            key: "listenAddress",
+            reason: format!("{a:?}: {e}"),
+        })
+    }
+
+    /// A static peer's full name (`cluster/node`).
+    pub fn full_name(&self, name: &str) -> String {
+        if name.contains('/') {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.cluster_name)
+        }
+    }
+
+    /// The address to dial for node `name` (`cluster/node`): an override if configured
+    /// (by full or bare name), else `advertised`.
+    pub fn address_for(&self, name: &str, advertised: &str) -> String {
+        let bare = name.rsplit('/').next().unwrap_or(name);
+        self.node_addresses
+            .get(name)
+            .or_else(|| self.node_addresses.get(bare))
+            .cloned()
+            .unwrap_or_else(|| advertised.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = RelayConfig::parse("peerService: 'unix:///x.sock'").unwrap();
+        assert_eq!(c.listen_address, ":4245");
+        assert_eq!(c.listen_socket_addr().unwrap().port(), 4245);
+        assert_eq!(c.sort_buffer_max_len, 100);
+        assert_eq!(c.sort_buffer_drain_timeout, Duration::from_millis(100));
+        assert_eq!(c.dial_timeout, Duration::from_secs(5));
+        assert_eq!(c.retry_backoff, Backoff::default());
+        assert_eq!(c.cluster_name, "default");
+    }
+
+    #[test]
+    fn full_file() {
+        let c = RelayConfig::parse(
+            "listenAddress: 127.0.0.1:4245\nclusterName: lab\npeers:\n  - {name: node1, address: '10.0.0.1:4244'}\n\
+             nodeAddresses: {node1: 'unix:///n1.sock', lab/node2: 'unix:///n2.sock'}\n\
+             sortBufferMaxLen: 50\nsortBufferDrainTimeout: 50ms\ndialTimeout: 1s\nretryBackoff: {initial: 10ms, max: 1s}\n",
+        )
+        .unwrap();
+        assert_eq!(c.full_name("node1"), "lab/node1");
+        assert_eq!(c.full_name("x/node1"), "x/node1");
+        assert_eq!(c.address_for("lab/node1", "a:1"), "unix:///n1.sock");
+        assert_eq!(c.address_for("lab/node2", "a:1"), "unix:///n2.sock");
+        assert_eq!(c.address_for("lab/node3", "a:1"), "a:1");
+        assert_eq!(c.sort_buffer_drain_timeout, Duration::from_millis(50));
+        assert_eq!(c.retry_backoff.initial, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            "peerService: x\nbogus: 1",
+            "peerService: x\nretryBackoff: {initial: 1s, max: 1ms}",
+            "peerService: x\nsortBufferMaxLen: 0",
+            "peerService: x\nlistenAddress: nonsense",
+            "peerService: x\ndialTimeout: soon",
+            "listenAddress: ':1'",
+        ] {
+            assert!(RelayConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(b.delay(0, 0.5), Duration::from_millis(100));
+        assert_eq!(b.delay(2, 0.5), Duration::from_millis(400));
+        assert_eq!(b.delay(10, 0.5), Duration::from_secs(1));
+        assert_eq!(b.delay(40, 0.5), Duration::from_secs(1));
+        assert!(b.delay(0, 0.0) >= Duration::from_millis(80));
+    }
+}
