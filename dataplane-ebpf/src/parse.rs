@@ -1,9 +1,12 @@
 //! Bounds-checked packet parsing: Ethernet (one VLAN tag), IPv4, IPv6 (up to four
 //! extension headers), TCP, UDP, SCTP, ICMPv4, ICMPv6.
 //!
-//! Every read goes through `bpf_skb_load_bytes`, which fails instead of reading past the
-//! packet. Parsing stops at the first header that is not all there and returns `Err`: what
-//! was filled in so far stays valid, so a truncated packet is still traced as L2/L3.
+//! Headers in the skb's linear data are read directly (bounds-checked against `data_end`,
+//! which the verifier enforces); anything beyond it goes through `bpf_skb_load_bytes`,
+//! which fails instead of reading past the packet. Direct reads matter: the helper calls
+//! cost more than the rest of the parse. Parsing stops at the first header that is not all
+//! there and returns `Err`: what was filled in so far stays valid, so a truncated packet is
+//! still traced as L2/L3.
 
 use aya_ebpf::programs::TcContext;
 use lumen_abi::{ipver, l4_flags, proto, PacketInfo};
@@ -19,7 +22,15 @@ const MAX_EXT_HEADERS: usize = 4;
 pub struct Truncated;
 
 #[inline(always)]
-fn load<T>(ctx: &TcContext, off: usize) -> Result<T, Truncated> {
+fn load<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Truncated> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let size = core::mem::size_of::<T>();
+    // Bound the offset so the verifier can track the pointer's range.
+    if off < 2048 && start + off + size <= end {
+        // SAFETY: [start + off, start + off + size) lies inside the linear packet data.
+        return Ok(unsafe { core::ptr::read_unaligned((start + off) as *const T) });
+    }
     ctx.load::<T>(off).map_err(|_| Truncated)
 }
 
