@@ -151,7 +151,9 @@ fn emit(rec: &TraceRecord) -> Result<(), ()> {
 #[inline(always)]
 fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &DatapathConfig) -> CtResult {
     // One lookup serves both directions: the key puts the lower (address, port) first.
-    let lower_first = (u128::from_be_bytes(pkt.src_ip), pkt.src_port) <= (u128::from_be_bytes(pkt.dst_ip), pkt.dst_port);
+    // Any total order does; native byte order avoids byte swaps.
+    let lower_first =
+        (u128::from_ne_bytes(pkt.src_ip), pkt.src_port) <= (u128::from_ne_bytes(pkt.dst_ip), pkt.dst_port);
     let key = if lower_first {
         CtKey {
             src_ip: pkt.src_ip,

@@ -36,6 +36,7 @@ pub mod netns;
 mod node;
 mod pod;
 mod process;
+pub mod relay;
 
 pub use forward::Forward;
 pub use lab::{
@@ -44,3 +45,4 @@ pub use lab::{
 pub use node::{ensure_bpffs, AgentOptions, MonitorAggregation, Node, MAX_NODES};
 pub use pod::{cni_args, cni_config, result_ip, CniCommand, CniError, Pod, CNI_TIMEOUT};
 pub use process::{bin_dirs, find_binary, traffic_bin, Spawned};
+pub use relay::{Relay, RelayOptions};

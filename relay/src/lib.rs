@@ -1,1 +1,68 @@
+//! The Lumen relay: discovers the nodes (an agent's `peer.Peer` service or a static list),
+//! keeps one connection per node, and serves `observer.Observer` for the whole cluster:
+//! GetFlows merged in time order across nodes, ServerStatus/GetNodes/GetNamespaces
+//! aggregated, `grpc.health.v1` alongside.
+//!
+//! - [`config`]: the YAML configuration;
+//! - [`dial`]: addresses and connections (the one place TLS will go);
+//! - [`pool`]: per-node connections with backoff and health watching;
+//! - [`peers`]: discovery feeding the pool;
+//! - [`merge`]: the sort buffer; [`select`]: node selection by `node_name` filters;
+//! - [`flows`]: the GetFlows fan-out; [`service`]: the gRPC handlers;
+//! - [`error`]: errors and their gRPC statuses.
 
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dial;
+pub mod error;
+pub mod flows;
+pub mod merge;
+pub mod peers;
+pub mod pool;
+pub mod select;
+pub mod service;
+
+use config::RelayConfig;
+use std::sync::Arc;
+
+/// Starts discovery and serves on `listener` until `shutdown` resolves.
+pub async fn serve(
+    cfg: RelayConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let cfg = Arc::new(cfg);
+    let pool = pool::Pool::new(
+        dial::Dialer {
+            timeout: cfg.dial_timeout,
+        },
+        cfg.retry_backoff,
+    );
+    let discovery = peers::start(cfg.clone(), pool.clone());
+    let merge = flows::MergeConfig {
+        max_len: cfg.sort_buffer_max_len,
+        drain_timeout: cfg.sort_buffer_drain_timeout,
+        open_timeout: cfg.dial_timeout,
+    };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<lumen_api::observer::observer_server::ObserverServer<service::RelayService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(service::RelayService::new(pool, merge).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    if let Some(d) = discovery {
+        d.abort();
+    }
+    result
+}
