@@ -231,6 +231,17 @@ fn direction(point: u8, reply: Option<bool>) -> flow::TrafficDirection {
     }
 }
 
+/// The observation point in Cilium's monitor numbering, which `event_type.sub_type`
+/// carries and clients print from: it differs from `flow.TraceObservationPoint` only for
+/// TO_ENDPOINT (monitor 0, protobuf 101, since 0 is UNKNOWN_POINT there).
+fn monitor_obs_point(point: u8) -> i32 {
+    if point == obs::TO_ENDPOINT {
+        0
+    } else {
+        point as i32
+    }
+}
+
 /// Builds the full `flow.Flow` of a flow event.
 pub fn flow(ev: &FlowEvent) -> Flow {
     let (hdr, pkt) = match &ev.record {
@@ -277,7 +288,7 @@ pub fn flow(ev: &FlowEvent) -> Flow {
             f.verdict = flow::Verdict::Forwarded as i32;
             f.event_type = Some(CiliumEventType {
                 r#type: kind::TRACE as i32,
-                sub_type: hdr.obs_point as i32,
+                sub_type: monitor_obs_point(hdr.obs_point),
             });
             f.trace_observation_point = hdr.obs_point as i32;
             f.trace_reason = t.reason as i32;
@@ -401,6 +412,8 @@ mod tests {
         r.hdr.flags = hdr_flags::REPLY_KNOWN | hdr_flags::IS_REPLY;
         r.hdr.obs_point = obs::TO_ENDPOINT;
         let f = flow(&ev(r));
+        assert_eq!(f.event_type, Some(CiliumEventType { r#type: 4, sub_type: 0 }), "monitor numbering");
+        assert_eq!(f.trace_observation_point, flow::TraceObservationPoint::ToEndpoint as i32);
         assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
         assert!(f.reply);
         r.hdr.flags = 0;

@@ -126,7 +126,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -134,7 +139,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -274,7 +284,10 @@ mod tests {
             ServerAddr::parse("localhost:4245").unwrap(),
             tcp("localhost", 4245)
         );
-        assert_eq!(ServerAddr::parse("10.0.0.1").unwrap(), tcp("10.0.0.1", 4245));
+        assert_eq!(
+            ServerAddr::parse("10.0.0.1").unwrap(),
+            tcp("10.0.0.1", 4245)
+        );
         assert_eq!(ServerAddr::parse("[::1]:4244").unwrap(), tcp("::1", 4244));
         assert_eq!(
             ServerAddr::parse("http://relay:80").unwrap(),

@@ -183,7 +183,10 @@ impl Tracker {
 
     fn check_conflicts(&self) -> Result<()> {
         for group in CONFLICTS {
-            for a in group.iter().filter(|a| self.changed.iter().any(|c| c == *a)) {
+            for a in group
+                .iter()
+                .filter(|a| self.changed.iter().any(|c| c == *a))
+            {
                 if let Some(b) = group
                     .iter()
                     .find(|b| *b != a && self.changed.iter().any(|c| c == *b))
@@ -248,7 +251,10 @@ impl Tracker {
         for f in base {
             let denied = FlowFilter {
                 verdict: vec![Verdict::Dropped as i32],
-                drop_reason_desc: vec![DropReason::PolicyDenied as i32, DropReason::PolicyDeny as i32],
+                drop_reason_desc: vec![
+                    DropReason::PolicyDenied as i32,
+                    DropReason::PolicyDeny as i32,
+                ],
                 ..f.clone()
             };
             if f.verdict.is_empty() {
@@ -411,7 +417,9 @@ impl FilterBuilder {
     pub fn set(&mut self, name: &str, val: &str) -> Result<()> {
         if name == "not" {
             if self.blacklisting {
-                return Err(Error::InvalidArgument("consecutive --not statements".into()));
+                return Err(Error::InvalidArgument(
+                    "consecutive --not statements".into(),
+                ));
             }
             self.blacklisting = true;
             return Ok(());
@@ -504,8 +512,7 @@ impl FilterBuilder {
             "drop-reason-desc" => {
                 if t.policy_denied {
                     return Err(Error::InvalidArgument(
-                        "--verdict policy_denied cannot be combined with --drop-reason-desc"
-                            .into(),
+                        "--verdict policy_denied cannot be combined with --drop-reason-desc".into(),
                     ));
                 }
                 let r = DropReason::from_str_name(&val.to_ascii_uppercase()).ok_or_else(|| {

@@ -160,7 +160,11 @@ fn host(
             if h.contains(':') {
                 h = format!("[{h}]");
             }
-            paint(color, "36", &format!("{h}:{}", paint(color, "33", &p.to_string())))
+            paint(
+                color,
+                "36",
+                &format!("{h}:{}", paint(color, "33", &p.to_string())),
+            )
         }
         None => paint(color, "36", &h),
     }
@@ -329,10 +333,9 @@ fn event_type(f: &Flow) -> (i32, i32) {
 /// trace observation point, drop reason, `policy-verdict:<match> <DIRECTION>`, ...
 pub fn flow_type(f: &Flow) -> String {
     if let Some(l7) = f.l7.as_ref() {
-        let mut ty = L7FlowType::try_from(l7.r#type)
-            .map_or("unknown_l7_type".to_string(), |t| {
-                t.as_str_name().to_ascii_lowercase()
-            });
+        let mut ty = L7FlowType::try_from(l7.r#type).map_or("unknown_l7_type".to_string(), |t| {
+            t.as_str_name().to_ascii_lowercase()
+        });
         let proto = match l7.record.as_ref() {
             Some(Record::Http(_)) => "http",
             Some(Record::Dns(d)) => {
@@ -508,7 +511,13 @@ pub fn table_row(f: &Flow, opts: &PrintOptions) -> Vec<String> {
     if opts.node_name {
         r.push(f.node_name.clone());
     }
-    r.extend([src, dst, flow_type(f), verdict_text(f, false), summary_text(f)]);
+    r.extend([
+        src,
+        dst,
+        flow_type(f),
+        verdict_text(f, false),
+        summary_text(f),
+    ]);
     r
 }
 
@@ -614,7 +623,8 @@ pub fn lost_events_line(r: &GetFlowsResponse, l: &LostEvent) -> String {
 }
 
 /// Writes a stream of responses in one format: flows to `out`, node status and lost events
-/// to `err` (JSON output writes everything to `out`). Call [`Printer::finish`] at the end.
+/// to `err` (JSON output writes lost events to `out` too). Call [`Printer::finish`] at the
+/// end.
 pub struct Printer<W: Write, E: Write> {
     opts: PrintOptions,
     out: W,
@@ -642,15 +652,23 @@ impl<W: Write, E: Write> Printer<W, E> {
     /// Prints one response.
     pub fn write(&mut self, r: &GetFlowsResponse) -> Result<()> {
         if self.opts.output == Output::Json {
+            // Node status events go to stderr, and only the unavailable/error ones, as
+            // upstream; flows and lost events to stdout.
+            if let Some(ResponseTypes::NodeStatus(s)) = r.response_types.as_ref() {
+                if node_status_line(r, s).is_some() {
+                    self.err.write_all(json_line(r)?.as_bytes())?;
+                }
+                return Ok(());
+            }
             self.out.write_all(json_line(r)?.as_bytes())?;
             return Ok(self.out.flush()?);
         }
         match r.response_types.as_ref() {
             Some(ResponseTypes::Flow(f)) => {
                 match self.opts.output {
-                    Output::Compact => self
-                        .out
-                        .write_all(compact_line(f, &self.opts).as_bytes())?,
+                    Output::Compact => {
+                        self.out.write_all(compact_line(f, &self.opts).as_bytes())?
+                    }
                     Output::Dict => {
                         if self.records > 0 {
                             self.out.write_all(b"------------\n")?;

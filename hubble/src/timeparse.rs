@@ -116,6 +116,9 @@ mod tests {
         let t = parse_time("since", "2026-11-27", now).unwrap();
         assert_eq!(t.seconds, 1_795_737_600);
         let e = parse_time("since", "yesterday", now).unwrap_err();
-        assert!(e.to_string().contains("failed to parse the since time"), "{e}");
+        assert!(
+            e.to_string().contains("failed to parse the since time"),
+            "{e}"
+        );
     }
 }

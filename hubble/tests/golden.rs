@@ -9,8 +9,7 @@ use hubble_cli::format::{
 use lumen_api::{
     flow::{
         layer4::Protocol, layer7::Record, CiliumEventType, Dns, Endpoint, Flow, FlowType, Ip,
-        IpVersion, Layer4, Layer7, Policy, Tcp, TcpFlags, TrafficDirection, Udp, Verdict,
-        Workload,
+        IpVersion, Layer4, Layer7, Policy, Tcp, TcpFlags, TrafficDirection, Udp, Verdict, Workload,
     },
     observer::{get_flows_response::ResponseTypes, GetFlowsResponse},
     wkt::Timestamp,
@@ -18,8 +17,9 @@ use lumen_api::{
 use pbjson_types::BoolValue;
 
 fn utc() {
-    // Every test sets the same value, so concurrent tests agree.
-    std::env::set_var("TZ", "UTC");
+    // Once, before any test formats a time (they all call this first).
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("TZ", "UTC"));
 }
 
 /// 2026-11-27T09:00:00Z
@@ -106,7 +106,10 @@ fn ip(src: &str, dst: &str) -> Option<Ip> {
 }
 
 fn ev(ty: i32, sub: i32) -> Option<CiliumEventType> {
-    Some(CiliumEventType { r#type: ty, sub_type: sub })
+    Some(CiliumEventType {
+        r#type: ty,
+        sub_type: sub,
+    })
 }
 
 fn reply(v: bool) -> Option<BoolValue> {
@@ -135,7 +138,11 @@ fn syn_to_cart(ms: i32, verdict: Verdict) -> Flow {
         node_name: "talos/node-1".into(),
         // Upstream reads the observation point from the event's sub-type (0: to-endpoint).
         event_type: ev(4, 0),
-        trace_observation_point: if verdict == Verdict::Forwarded { 5 } else { 101 },
+        trace_observation_point: if verdict == Verdict::Forwarded {
+            5
+        } else {
+            101
+        },
         traffic_direction: TrafficDirection::Egress as i32,
         is_reply: reply(false),
         summary: "TCP Flags: SYN".into(),
@@ -158,7 +165,10 @@ fn policy_denial() -> Flow {
         destination: Some(postgres()),
         r#type: FlowType::L3L4 as i32,
         node_name: "talos/node-1".into(),
-        event_type: Some(CiliumEventType { r#type: 5, sub_type: 0 }),
+        event_type: Some(CiliumEventType {
+            r#type: 5,
+            sub_type: 0,
+        }),
         traffic_direction: TrafficDirection::Egress as i32,
         drop_reason_desc: 133,
         is_reply: reply(false),
@@ -180,7 +190,10 @@ fn dns(ms: i32, response: bool) -> Flow {
     let (src, dst, sport, dport, sip, dip) = if response {
         (
             pod("kube-system", "coredns-6f6b-7xk2p", 102),
-            Endpoint { id: 3002, ..frontend() },
+            Endpoint {
+                id: 3002,
+                ..frontend()
+            },
             53,
             53011,
             "10.100.0.5",
@@ -210,7 +223,11 @@ fn dns(ms: i32, response: bool) -> Flow {
             latency_ns: 0,
             record: Some(Record::Dns(Dns {
                 query: "api.example.com.".into(),
-                ips: if response { vec!["203.0.113.7".into()] } else { vec![] },
+                ips: if response {
+                    vec!["203.0.113.7".into()]
+                } else {
+                    vec![]
+                },
                 ttl: if response { 30 } else { 0 },
                 qtypes: vec!["A".into()],
                 ..Default::default()
@@ -444,11 +461,20 @@ fn colours_on_request_only() {
         ..opts(Output::Compact)
     };
     let line = compact_line(&drop_event(), &c);
-    assert!(line.contains("\x1b[36mshop/frontend-7d9f8b-x2kq9:\x1b[33m51522\x1b[0m\x1b[0m"), "{line:?}");
+    assert!(
+        line.contains("\x1b[36mshop/frontend-7d9f8b-x2kq9:\x1b[33m51522\x1b[0m\x1b[0m"),
+        "{line:?}"
+    );
     assert!(line.contains("\x1b[35m(ID:31002)\x1b[0m"));
     assert!(line.contains("\x1b[31mDROPPED\x1b[0m"));
     // Table output never has colours.
-    let t = print_all(&table_flows(), PrintOptions { color: true, ..opts(Output::Table) });
+    let t = print_all(
+        &table_flows(),
+        PrintOptions {
+            color: true,
+            ..opts(Output::Table)
+        },
+    );
     assert_eq!(t, TABLE);
     assert!(!compact_line(&drop_event(), &opts(Output::Compact)).contains('\x1b'));
 }
@@ -464,4 +490,87 @@ fn missing_fields() {
         compact_line(&f, &opts(Output::Compact)),
         "N/A: 10.0.0.1 (unknown) <> fd00::1 (unknown) UNKNOWN VERDICT_UNKNOWN ()\n"
     );
+    // IPv6 with a port in brackets; reserved identities by name; services when no pod.
+    let f = Flow {
+        time: at(5),
+        ip: ip("fd00::1", "fd00::2"),
+        l4: tcp(40000, 80, true),
+        source: Some(Endpoint {
+            identity: 1,
+            ..Default::default()
+        }),
+        destination: Some(Endpoint {
+            identity: 2,
+            ..Default::default()
+        }),
+        destination_service: Some(lumen_api::flow::Service {
+            name: "web".into(),
+            namespace: "shop".into(),
+        }),
+        verdict: Verdict::Dropped as i32,
+        event_type: ev(1, 181),
+        is_reply: reply(false),
+        ..Default::default()
+    };
+    assert_eq!(
+        compact_line(&f, &opts(Output::Compact)),
+        "Nov 27 09:00:00.005: [fd00::1]:40000 (host) -> shop/web:80 (world) Policy denied by denylist DROPPED ()\n"
+    );
+}
+
+#[test]
+fn node_status_and_lost_events_go_to_stderr() {
+    use lumen_api::{
+        flow::{LostEvent, LostEventSource},
+        relay::{NodeState, NodeStatusEvent},
+    };
+    utc();
+    let status = |state: NodeState| GetFlowsResponse {
+        response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
+            state_change: state as i32,
+            node_names: vec!["lab/node2".into()],
+            message: "connection refused".into(),
+        })),
+        node_name: "relay".into(),
+        time: at(900),
+    };
+    let lost = GetFlowsResponse {
+        response_types: Some(ResponseTypes::LostEvents(LostEvent {
+            source: LostEventSource::HubbleRingBuffer as i32,
+            num_events_lost: 12,
+            cpu: None,
+            first: None,
+            last: None,
+        })),
+        node_name: "lab/node1".into(),
+        time: at(950),
+    };
+    for output in [Output::Compact, Output::Dict, Output::Table, Output::Json] {
+        let (mut out, mut err) = (vec![], vec![]);
+        {
+            let mut p = Printer::new(opts(output), &mut out, &mut err);
+            p.write(&status(NodeState::NodeConnected)).unwrap();
+            p.write(&status(NodeState::NodeUnavailable)).unwrap();
+            p.write(&status(NodeState::NodeError)).unwrap();
+            p.write(&lost).unwrap();
+            p.finish().unwrap();
+        }
+        let (out, err) = (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        );
+        if output == Output::Json {
+            assert_eq!(err.lines().count(), 2, "{err}");
+            assert!(err.contains("NODE_UNAVAILABLE") && !err.contains("NODE_CONNECTED"));
+            assert!(out.contains("\"lost_events\""), "{out}");
+        } else {
+            assert_eq!(out, "");
+            assert_eq!(
+                err,
+                "Nov 27 09:00:00.900 [relay]: 1 nodes are unavailable: lab/node2\n\
+                 Nov 27 09:00:00.900 [relay]: Error \"connection refused\" on 1 nodes: lab/node2\n\
+                 Nov 27 09:00:00.950 [lab/node1]: EVENTS LOST: HUBBLE_RING_BUFFER CPU(N/A) 12\n"
+            );
+        }
+    }
 }

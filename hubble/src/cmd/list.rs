@@ -29,7 +29,8 @@ pub fn nodes_table(nodes: &[Node]) -> String {
         .map(String::from)
         .to_vec()];
     for n in &nodes {
-        let (mut age, mut rate, mut ratio) = ("N/A".to_string(), "N/A".to_string(), "N/A".to_string());
+        let (mut age, mut rate, mut ratio) =
+            ("N/A".to_string(), "N/A".to_string(), "N/A".to_string());
         if n.state == NodeState::NodeConnected as i32 {
             age = go_duration_secs(n.uptime_ns);
             if n.uptime_ns > 0 {
@@ -42,7 +43,13 @@ pub fn nodes_table(nodes: &[Node]) -> String {
             };
             ratio = format!("{}/{} ({pct:6.2}%)", n.num_flows, n.max_flows);
         }
-        rows.push(vec![n.name.clone(), state_text(n.state).into(), age, rate, ratio]);
+        rows.push(vec![
+            n.name.clone(),
+            state_text(n.state).into(),
+            age,
+            rate,
+            ratio,
+        ]);
     }
     render_table(&rows)
 }

@@ -96,8 +96,17 @@ pub async fn run(cli: &Cli, a: &ObserveArgs, filters: &FilterBuilder) -> Result<
     let mut client = super::observer(cli).await?;
     let mut stream = client.get_flows(req).await?.into_inner();
     let mut printer = Printer::new(opts, std::io::stdout().lock(), std::io::stderr());
-    while let Some(resp) = stream.message().await? {
-        printer.write(&resp)?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            msg = stream.message() => match msg? {
+                Some(resp) => printer.write(&resp)?,
+                None => break,
+            },
+            // Ctrl-C ends a `--follow` cleanly: what is buffered (a table) is printed.
+            _ = &mut interrupted => break,
+        }
     }
     printer.finish()
 }
