@@ -412,8 +412,18 @@ mod tests {
         r.hdr.flags = hdr_flags::REPLY_KNOWN | hdr_flags::IS_REPLY;
         r.hdr.obs_point = obs::TO_ENDPOINT;
         let f = flow(&ev(r));
-        assert_eq!(f.event_type, Some(CiliumEventType { r#type: 4, sub_type: 0 }), "monitor numbering");
-        assert_eq!(f.trace_observation_point, flow::TraceObservationPoint::ToEndpoint as i32);
+        assert_eq!(
+            f.event_type,
+            Some(CiliumEventType {
+                r#type: 4,
+                sub_type: 0
+            }),
+            "monitor numbering"
+        );
+        assert_eq!(
+            f.trace_observation_point,
+            flow::TraceObservationPoint::ToEndpoint as i32
+        );
         assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
         assert!(f.reply);
         r.hdr.flags = 0;

@@ -125,14 +125,18 @@ impl Relay {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(status) = relay.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = relay
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!(
                     "lumen-relay exited early ({status}); log:\n{}",
                     process::tail(&relay.log, 40)
                 );
             }
             if TcpStream::connect(addr).is_ok() {
-                return Ok(relay);
+                break;
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -142,6 +146,37 @@ impl Relay {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Ready once every node with a running agent is connected.
+        let running = nodes.iter().filter(|n| n.agent_pid().is_some()).count() as u32;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let connected = rt.block_on(async {
+            let mut client = crate::hubble::connect_tcp(&addr.to_string()).await?;
+            loop {
+                let st = client
+                    .server_status(lumen_api::observer::ServerStatusRequest {})
+                    .await?
+                    .into_inner();
+                let n = st.num_connected_nodes.map_or(0, |v| v.value);
+                if n >= running || Instant::now() >= deadline {
+                    return anyhow::Ok(n);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })?;
+        if connected < running {
+            bail!(
+                "lumen-relay connected to {connected} of {running} nodes within 10 s; log:\n{}",
+                process::tail(&relay.log, 40)
+            );
+        }
+        Ok(relay)
+    }
+
+    /// Its pid, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Where it serves.

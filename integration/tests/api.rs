@@ -130,10 +130,7 @@ fn getflows_selection_and_filters() {
         let got = select(f);
         let want = all_now.iter().filter(|x| pred(x)).count();
         assert!(!got.is_empty(), "{name}: no flows selected");
-        assert!(
-            got.iter().all(pred),
-            "{name}: a selected flow does not fit"
-        );
+        assert!(got.iter().all(pred), "{name}: a selected flow does not fit");
         assert!(
             got.len() >= want,
             "{name}: {} selected, {want} expected at least",

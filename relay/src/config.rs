@@ -189,7 +189,8 @@ impl RelayConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if self.retry_backoff.initial.is_zero() || self.retry_backoff.max < self.retry_backoff.initial
+        if self.retry_backoff.initial.is_zero()
+            || self.retry_backoff.max < self.retry_backoff.initial
         {
             return Err(ConfigError::Invalid {
                 key: "retryBackoff",

@@ -41,7 +41,10 @@ impl Target {
     /// Parses `unix:///path`, `unix:/path`, `host:port`, `[v6]:port` or a bare host/IP.
     pub fn parse(s: &str) -> Result<Target, DialError> {
         let s = s.trim();
-        if let Some(path) = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")) {
+        if let Some(path) = s
+            .strip_prefix("unix://")
+            .or_else(|| s.strip_prefix("unix:"))
+        {
             if path.is_empty() {
                 return Err(DialError::Address(s.into()));
             }

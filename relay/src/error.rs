@@ -25,10 +25,9 @@ impl From<RelayError> for Status {
     fn from(e: RelayError) -> Status {
         match e {
             RelayError::InvalidRequest(m) => Status::invalid_argument(m),
-            RelayError::Node { node, status } => Status::new(
-                status.code(),
-                format!("node {node}: {}", status.message()),
-            ),
+            RelayError::Node { node, status } => {
+                Status::new(status.code(), format!("node {node}: {}", status.message()))
+            }
             e @ RelayError::NoNodes(_) => Status::unavailable(e.to_string()),
         }
     }

@@ -38,6 +38,11 @@ use tonic::{Status, Streaming};
 /// Buffering between one node's stream and the merge.
 const NODE_QUEUE: usize = 256;
 
+/// How far out of time order one node's stream may be: an agent's records from different
+/// CPUs reach its ring in reservation order, not timestamp order (seen: ~1 µs apart). The
+/// merge absorbs disorder up to this much.
+pub const NODE_REORDER_SLACK: Duration = Duration::from_millis(1);
+
 /// Merge settings.
 #[derive(Debug, Clone, Copy)]
 pub struct MergeConfig {
@@ -49,10 +54,11 @@ pub struct MergeConfig {
     pub open_timeout: Duration,
 }
 
-/// What a node's pump reports.
+/// What a node's pump reports. Responses are boxed once here and stay boxed in the sort
+/// buffer: they are large, and moving them around costs more than the allocation.
 enum NodeMsg {
     Opened,
-    Resp(GetFlowsResponse),
+    Resp(Box<GetFlowsResponse>),
     Ended,
     Failed(String),
 }
@@ -121,7 +127,7 @@ async fn pump(stream: Streaming<GetFlowsResponse>, tx: mpsc::Sender<NodeMsg>, an
     let last = loop {
         match stream.message().await {
             Ok(Some(r)) => {
-                if tx.send(NodeMsg::Resp(r)).await.is_err() {
+                if tx.send(NodeMsg::Resp(Box::new(r))).await.is_err() {
                     return;
                 }
             }
@@ -175,10 +181,23 @@ impl FanOut {
     /// refuses it as invalid, or (non-follow) if no node could be asked.
     pub async fn start(
         req: GetFlowsRequest,
-        pool: watch::Receiver<Snapshot>,
+        mut pool: watch::Receiver<Snapshot>,
         cfg: MergeConfig,
     ) -> Result<FanOut, RelayError> {
         let selector = NodeSelector::from_whitelist(&req.whitelist)?;
+        // Nodes still being dialled for the first time (relay just started, node just
+        // discovered) get up to the open timeout to connect.
+        let deadline = tokio::time::Instant::now() + cfg.open_timeout;
+        while pool
+            .borrow()
+            .values()
+            .any(|n| n.state == NodeState::UnknownNodeState && selector.matches(&n.name))
+        {
+            match tokio::time::timeout_at(deadline, pool.changed()).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
         let snapshot = pool.borrow().clone();
         let mut opening = tokio::task::JoinSet::new();
         let mut initial_unavailable = vec![];
@@ -273,6 +292,7 @@ impl FanOut {
         let mut buf = SortBuffer::new(
             self.cfg.max_len,
             follow.then_some(self.cfg.drain_timeout),
+            NODE_REORDER_SLACK,
         );
         let connected: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
         for name in &connected {
@@ -364,6 +384,11 @@ impl FanOut {
                                     return;
                                 }
                             }
+                            if follow {
+                                // The pool may have reconnected it before its old stream
+                                // failed here: that change has been seen already.
+                                self.join_new_nodes();
+                            }
                         }
                     }
                 }
@@ -385,11 +410,7 @@ mod tests {
     //! The fan-out against synthetic agents: in-process Observer servers on unix sockets
     //! whose GetFlows streams are scripted.
     use super::*;
-    use crate::{
-        config::Backoff,
-        dial::Dialer,
-        pool::Pool,
-    };
+    use crate::{config::Backoff, dial::Dialer, pool::Pool};
     use lumen_api::{
         flow::Flow,
         observer::{
@@ -592,7 +613,9 @@ mod tests {
         Ok(rx)
     }
 
-    async fn collect(rx: &mut mpsc::Receiver<Result<GetFlowsResponse, Status>>) -> Vec<GetFlowsResponse> {
+    async fn collect(
+        rx: &mut mpsc::Receiver<Result<GetFlowsResponse, Status>>,
+    ) -> Vec<GetFlowsResponse> {
         let mut out = vec![];
         while let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             out.push(r.unwrap());
@@ -610,7 +633,9 @@ mod tests {
     fn statuses(rs: &[GetFlowsResponse]) -> Vec<(NodeState, Vec<String>)> {
         rs.iter()
             .filter_map(|r| match &r.response_types {
-                Some(ResponseTypes::NodeStatus(s)) => Some((s.state_change(), s.node_names.clone())),
+                Some(ResponseTypes::NodeStatus(s)) => {
+                    Some((s.state_change(), s.node_names.clone()))
+                }
                 _ => None,
             })
             .collect()
@@ -685,7 +710,9 @@ mod tests {
             }],
             ..Default::default()
         };
-        let e = run(&pool, bad).await.err().expect("refused");
+        let Err(e) = run(&pool, bad).await else {
+            panic!("refused")
+        };
         assert_eq!(Status::from(e).code(), tonic::Code::InvalidArgument);
         std::fs::remove_dir_all(&d).ok();
     }
@@ -693,7 +720,7 @@ mod tests {
     #[tokio::test]
     async fn follow_survives_a_node_going_away_and_takes_late_nodes() {
         let d = dir();
-        let mut a = serve(&d, "c/a", vec![1]);
+        let a = serve(&d, "c/a", vec![1]);
         let mut b = serve(&d, "c/b", vec![2]);
         let pool = pool();
         pool.upsert("c/a", &format!("unix://{}", a.path.display()));

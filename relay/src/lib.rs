@@ -47,7 +47,8 @@ pub async fn serve(
     };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<lumen_api::observer::observer_server::ObserverServer<service::RelayService>>()
+        .set_serving::<lumen_api::observer::observer_server::ObserverServer<service::RelayService>>(
+        )
         .await;
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)

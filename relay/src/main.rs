@@ -11,7 +11,12 @@ use std::{path::PathBuf, time::Duration};
 #[command(version, about)]
 struct Args {
     /// Configuration file (YAML, Hubble relay's Helm-values key names).
-    #[arg(long, short, env = "LUMEN_RELAY_CONFIG", default_value = "/etc/lumen/relay.yaml")]
+    #[arg(
+        long,
+        short,
+        env = "LUMEN_RELAY_CONFIG",
+        default_value = "/etc/lumen/relay.yaml"
+    )]
     config: PathBuf,
 }
 

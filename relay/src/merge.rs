@@ -3,14 +3,16 @@
 //! Entries sit in a min-heap by event time (`GetFlowsResponse.time`, ties in arrival
 //! order). The minimum leaves the buffer when
 //!
-//! 1. every node still streaming has at least one entry queued: each node's stream is in
-//!    time order, so nothing earlier can arrive any more (exact merge, no waiting);
+//! 1. every node still streaming has sent an entry at least `slack` later than it: each
+//!    node's stream is in time order up to `slack` (an agent's records from different CPUs
+//!    can be out of order by microseconds), so nothing earlier can arrive any more (exact
+//!    merge, no waiting);
 //! 2. the buffer holds more than `max_len` entries (Hubble's bounded sort buffer); or
 //! 3. the entry that has waited longest has waited `drain_timeout` (a node that has sent
 //!    nothing for that long is not waited for; `None` = wait for it, used for
 //!    non-follow requests, whose node streams all end).
 //!
-//! The caller reads only from nodes with nothing queued while the buffer is full
+//! While the buffer is full the caller reads only from the nodes that hold rule 1 back
 //! ([`SortBuffer::wants`]), so rule 2 rarely has to break the order: a burst from one node
 //! is held back by flow control until the others have caught up.
 
@@ -23,10 +25,12 @@ use std::{
 
 /// Event time of a response in ns since the epoch (0 when absent).
 pub fn time_ns(r: &GetFlowsResponse) -> i64 {
-    let t = r.time.as_ref().or_else(|| match &r.response_types {
-        Some(lumen_api::observer::get_flows_response::ResponseTypes::Flow(f)) => f.time.as_ref(),
+    use lumen_api::observer::get_flows_response::ResponseTypes;
+    let t = match (&r.time, &r.response_types) {
+        (Some(t), _) => Some(t),
+        (None, Some(ResponseTypes::Flow(f))) => f.time.as_ref(),
         _ => None,
-    });
+    };
     t.map(|t| t.seconds.saturating_mul(1_000_000_000) + t.nanos as i64)
         .unwrap_or(0)
 }
@@ -35,7 +39,8 @@ struct Entry {
     time: i64,
     seq: u64,
     node: usize,
-    resp: GetFlowsResponse,
+    // Boxed: a response is over a kilobyte, and the heap moves entries on every push/pop.
+    resp: Box<GetFlowsResponse>,
 }
 
 impl PartialEq for Entry {
@@ -55,16 +60,28 @@ impl Ord for Entry {
     }
 }
 
-#[derive(Default)]
 struct NodeSlot {
     queued: usize,
     live: bool,
+    /// The latest event time the node has sent.
+    high: i64,
+}
+
+impl Default for NodeSlot {
+    fn default() -> Self {
+        NodeSlot {
+            queued: 0,
+            live: false,
+            high: i64::MIN,
+        }
+    }
 }
 
 /// The sort buffer of one GetFlows request. Nodes are identified by name.
 pub struct SortBuffer {
     max_len: usize,
     drain_timeout: Option<Duration>,
+    slack_ns: i64,
     heap: BinaryHeap<Reverse<Entry>>,
     /// Arrival time of every queued entry by sequence number (= arrival order).
     arrivals: BTreeMap<u64, Instant>,
@@ -74,11 +91,12 @@ pub struct SortBuffer {
 }
 
 impl SortBuffer {
-    /// An empty buffer.
-    pub fn new(max_len: usize, drain_timeout: Option<Duration>) -> Self {
+    /// An empty buffer; `slack`: how far out of order one node's stream may be.
+    pub fn new(max_len: usize, drain_timeout: Option<Duration>, slack: Duration) -> Self {
         SortBuffer {
             max_len: max_len.max(1),
             drain_timeout,
+            slack_ns: slack.as_nanos().min(i64::MAX as u128) as i64,
             heap: BinaryHeap::new(),
             arrivals: BTreeMap::new(),
             ids: HashMap::new(),
@@ -109,13 +127,17 @@ impl SortBuffer {
     }
 
     /// Queues a response of `node`, arrived at `now`.
-    pub fn push(&mut self, node: &str, resp: GetFlowsResponse, now: Instant) {
+    pub fn push(&mut self, node: &str, resp: impl Into<Box<GetFlowsResponse>>, now: Instant) {
+        let resp = resp.into();
         let i = self.id(node);
-        self.nodes[i].queued += 1;
+        let time = time_ns(&resp);
+        let slot = &mut self.nodes[i];
+        slot.queued += 1;
+        slot.high = slot.high.max(time);
         self.seq += 1;
         self.arrivals.insert(self.seq, now);
         self.heap.push(Reverse(Entry {
-            time: time_ns(&resp),
+            time,
             seq: self.seq,
             node: i,
             resp,
@@ -132,14 +154,21 @@ impl SortBuffer {
         self.heap.is_empty()
     }
 
+    /// Whether `slot` may still send something earlier than `min` (+ slack).
+    fn holds_back(&self, slot: &NodeSlot, min: i64) -> bool {
+        slot.live && slot.high < min.saturating_add(self.slack_ns)
+    }
+
     /// Whether to read more from `node` now: always, unless the buffer is full, then only
-    /// from nodes with nothing queued (which hold the merge back).
+    /// from nodes that hold the merge back.
     pub fn wants(&self, node: &str) -> bool {
-        self.heap.len() < self.max_len
-            || self
-                .ids
-                .get(node)
-                .is_none_or(|&i| self.nodes[i].queued == 0)
+        if self.heap.len() < self.max_len {
+            return true;
+        }
+        let min = self.heap.peek().map_or(i64::MIN, |e| e.0.time);
+        self.ids
+            .get(node)
+            .is_none_or(|&i| self.holds_back(&self.nodes[i], min))
     }
 
     /// When rule 3 fires next, if anything is queued.
@@ -150,8 +179,8 @@ impl SortBuffer {
 
     /// The next response that may leave the buffer at `now`.
     pub fn pop(&mut self, now: Instant) -> Option<GetFlowsResponse> {
-        self.heap.peek()?;
-        let all_ready = self.nodes.iter().all(|n| !n.live || n.queued > 0);
+        let min = self.heap.peek()?.0.time;
+        let all_ready = !self.nodes.iter().any(|n| self.holds_back(n, min));
         let full = self.heap.len() > self.max_len;
         let expired = self.next_deadline().is_some_and(|d| d <= now);
         if !(all_ready || full || expired) {
@@ -160,7 +189,7 @@ impl SortBuffer {
         let Reverse(e) = self.heap.pop()?;
         self.nodes[e.node].queued -= 1;
         self.arrivals.remove(&e.seq);
-        Some(e.resp)
+        Some(*e.resp)
     }
 }
 
@@ -194,7 +223,7 @@ mod tests {
     #[test]
     fn waits_for_every_live_node_then_merges_in_time_order() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)));
+        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
         b.open("a");
         b.open("b");
         for t in [1, 4, 6] {
@@ -206,7 +235,12 @@ mod tests {
         // a: 1 4 6, b: 2 5 → safe until b runs dry (after 5 only a's 6 remains).
         assert_eq!(
             drain(&mut b, now),
-            [("a".into(), 1), ("b".into(), 2), ("a".into(), 4), ("b".into(), 5)]
+            [
+                ("a".into(), 1),
+                ("b".into(), 2),
+                ("a".into(), 4),
+                ("b".into(), 5)
+            ]
         );
         assert_eq!(b.len(), 1);
         b.close("b");
@@ -216,7 +250,7 @@ mod tests {
     #[test]
     fn idle_node_is_not_waited_for_beyond_the_drain_timeout() {
         let t0 = Instant::now();
-        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)));
+        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
         b.open("a");
         b.open("idle");
         b.push("a", resp("a", 10), t0);
@@ -237,23 +271,20 @@ mod tests {
     #[test]
     fn without_drain_timeout_waits_until_the_node_ends() {
         let t0 = Instant::now();
-        let mut b = SortBuffer::new(100, None);
+        let mut b = SortBuffer::new(100, None, Duration::ZERO);
         b.open("a");
         b.open("slow");
         b.push("a", resp("a", 10), t0);
         assert!(b.pop(t0 + Duration::from_secs(60)).is_none());
         b.push("slow", resp("slow", 5), t0);
         b.close("slow");
-        assert_eq!(
-            drain(&mut b, t0),
-            [("slow".into(), 5), ("a".into(), 10)]
-        );
+        assert_eq!(drain(&mut b, t0), [("slow".into(), 5), ("a".into(), 10)]);
     }
 
     #[test]
     fn bounded_and_flow_controlled() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(3, Some(Duration::from_secs(10)));
+        let mut b = SortBuffer::new(3, Some(Duration::from_secs(10)), Duration::ZERO);
         b.open("a");
         b.open("b");
         for t in 1..=3 {
@@ -269,9 +300,44 @@ mod tests {
     }
 
     #[test]
+    fn slack_absorbs_small_disorder_within_a_node() {
+        let now = Instant::now();
+        let mut b = SortBuffer::new(100, None, Duration::from_nanos(10));
+        b.open("a");
+        b.open("b");
+        b.push("a", resp("a", 105), now);
+        b.push("b", resp("b", 200), now);
+        assert!(
+            b.pop(now).is_none(),
+            "a may still send something before 105"
+        );
+        b.push("a", resp("a", 100), now); // a's CPUs raced: 100 after 105
+        assert!(b.pop(now).is_none());
+        b.push("a", resp("a", 300), now);
+        assert_eq!(drain(&mut b, now), [("a".into(), 100), ("a".into(), 105)]);
+        b.push("b", resp("b", 300), now);
+        assert_eq!(drain(&mut b, now), [("b".into(), 200)]);
+    }
+
+    #[test]
+    fn full_buffer_reads_only_from_nodes_holding_back() {
+        let now = Instant::now();
+        let mut b = SortBuffer::new(2, None, Duration::ZERO);
+        b.open("a");
+        b.open("b");
+        b.push("a", resp("a", 1), now);
+        b.push("a", resp("a", 2), now);
+        assert!(!b.wants("a") && b.wants("b"));
+        assert!(b.pop(now).is_none());
+        b.push("b", resp("b", 1), now);
+        assert_eq!(drain(&mut b, now), [("a".into(), 1), ("b".into(), 1)]);
+        assert!(b.wants("b"), "a's 2 waits for b again");
+    }
+
+    #[test]
     fn node_going_away_releases_the_others() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, None);
+        let mut b = SortBuffer::new(100, None, Duration::ZERO);
         b.open("a");
         b.open("dying");
         b.push("a", resp("a", 1), now);
@@ -283,7 +349,7 @@ mod tests {
     #[test]
     fn late_node_joins_the_merge() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)));
+        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
         b.open("a");
         b.push("a", resp("a", 1), now);
         assert_eq!(drain(&mut b, now), [("a".into(), 1)]);

@@ -55,7 +55,11 @@ async fn follow_peer_service(cfg: Arc<RelayConfig>, pool: Pool) {
                 .into_inner();
             tracing::info!(peer_service = %cfg.peer_service, "following the peer service");
             attempt = 0;
-            while let Some(n) = stream.message().await.map_err(|e| e.message().to_string())? {
+            while let Some(n) = stream
+                .message()
+                .await
+                .map_err(|e| e.message().to_string())?
+            {
                 apply(&cfg, &pool, &n);
             }
             Err("stream ended".into())

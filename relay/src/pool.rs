@@ -104,11 +104,7 @@ impl Pool {
         if let Some((_, old)) = tasks.remove(name) {
             old.abort();
         }
-        let generation = self
-            .snapshot()
-            .get(name)
-            .map(|n| n.generation)
-            .unwrap_or(0);
+        let generation = self.snapshot().get(name).map(|n| n.generation).unwrap_or(0);
         self.set(NodeInfo {
             name: name.into(),
             address: address.into(),

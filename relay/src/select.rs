@@ -81,7 +81,9 @@ mod tests {
                 ..Default::default()
             },
         ];
-        assert!(NodeSelector::from_whitelist(&wl).unwrap().matches("lab/node2"));
+        assert!(NodeSelector::from_whitelist(&wl)
+            .unwrap()
+            .matches("lab/node2"));
     }
 
     #[test]

@@ -249,7 +249,10 @@ mod tests {
             ],
             Duration::from_secs(2),
         );
-        assert_eq!((agg.num_flows, agg.max_flows, agg.seen_flows), (15, 200, 57));
+        assert_eq!(
+            (agg.num_flows, agg.max_flows, agg.seen_flows),
+            (15, 200, 57)
+        );
         assert_eq!(agg.flows_rate, 2.0);
         assert_eq!(agg.num_connected_nodes.unwrap().value, 2);
         assert_eq!(agg.num_unavailable_nodes.unwrap().value, 1);

@@ -17,6 +17,9 @@ use std::{path::PathBuf, time::Duration};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long open API streams may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Lumen node agent.
 #[derive(Parser)]
 #[command(version, about)]
@@ -123,20 +126,34 @@ async fn run(args: Args) -> Result<()> {
     })?;
     tracing::info!(node = %agent.node_name, socket = %cfg.agent_socket.display(), "agent ready");
 
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down; programs and maps stay pinned and keep working");
+            stopping.notify_one();
         }
-        tracing::info!("shutting down; programs and maps stay pinned and keep working");
+    };
+    // Graceful shutdown waits for open streams (a relay's follow or health watch never
+    // ends by itself): give them a moment, then go.
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::info!(grace = ?SHUTDOWN_GRACE, "closing the streams still open");
     };
     tokio::select! {
         r = observer::serve(agent.clone(), shutdown) => r?,
         r = reader_task => {
             r.context("ring-buffer reader panicked")?.context("ring-buffer reader failed")?;
         }
+        _ = grace => {}
     }
     let _ = std::fs::remove_file(&cfg.agent_socket);
     let _ = std::fs::remove_file(&cfg.hubble.socket_path);

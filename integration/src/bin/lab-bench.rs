@@ -79,11 +79,17 @@ fn flood(client: &Pod, server_ip: &str) -> Result<(f64, u64)> {
 /// Kernel-measured cost of the programs: (total run ns, runs) over every Lumen program,
 /// from `bpftool prog show` with `kernel.bpf_stats_enabled=1`.
 fn prog_stats() -> Result<(u64, u64)> {
-    let out = std::process::Command::new("bpftool").args(["-j", "prog", "show"]).output().context("bpftool")?;
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .context("bpftool")?;
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let mut total = (0, 0);
     for p in progs.as_array().into_iter().flatten() {
-        if matches!(p["name"].as_str(), Some("from_endpoint" | "to_endpoint" | "from_network" | "to_network")) {
+        if matches!(
+            p["name"].as_str(),
+            Some("from_endpoint" | "to_endpoint" | "from_network" | "to_network")
+        ) {
             total.0 += p["run_time_ns"].as_u64().unwrap_or(0);
             total.1 += p["run_cnt"].as_u64().unwrap_or(0);
         }
@@ -92,7 +98,11 @@ fn prog_stats() -> Result<(u64, u64)> {
 }
 
 fn set_bpf_stats(on: bool) -> Result<()> {
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", if on { "1" } else { "0" }).context("kernel.bpf_stats_enabled")
+    std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if on { "1" } else { "0" },
+    )
+    .context("kernel.bpf_stats_enabled")
 }
 
 /// One TCP run with the kernel's per-program accounting on: (Gbit/s, ns per program run,
@@ -107,7 +117,9 @@ fn tcp_cost(client: &Pod, server_ip: &str) -> Result<(f64, f64, f64)> {
     set_bpf_stats(false)?;
     let runs = (n1 - n0).max(1) as f64;
     let ns = (ns1 - ns0) as f64;
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
     Ok((gbps?, ns / runs, ns / 1e9 / (wall * cpus)))
 }
 

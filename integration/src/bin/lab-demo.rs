@@ -1,81 +1,119 @@
-//! The demo lab: one node with its agent, pods in a `demo` namespace exchanging TCP, UDP
-//! and ICMP traffic continuously, and the agent's Hubble Observer API on the host at
-//! 127.0.0.1:4244, until Ctrl-C (which tears everything down).
+//! The demo lab: two nodes with their agents, pods in a `demo` namespace on each exchanging
+//! TCP, UDP and ICMP traffic continuously (within their node: cross-node pod routing does
+//! not exist yet), node1's Hubble Observer API on the host at 127.0.0.1:4244 and the relay
+//! on 127.0.0.1:4245, until Ctrl-C (which tears everything down).
+//!
+//! The relay runs in the host namespace. It discovers the nodes through node1's peer
+//! service over node1's unix socket, and reaches every agent through its unix socket
+//! (`nodeAddresses` in `<labdir>/relay.yaml`): the InternalIPs the peer service advertises
+//! live on the lab's underlay, which the host cannot route to.
 
 use anyhow::Result;
-use lumen_integration::{install_interrupt_handler, traffic_bin, AgentOptions, Lab};
+use lumen_integration::{
+    install_interrupt_handler, traffic_bin, AgentOptions, Lab, Relay, RelayOptions,
+};
 use std::time::Duration;
 
 fn main() -> Result<()> {
     install_interrupt_handler();
     let lab = Lab::new("demo")?;
-    let node = lab.add_node("node1")?;
-    eprintln!(
-        "demo: starting lumen-agent on {} ({})",
-        node.name(),
-        node.ip()
-    );
-    node.start_agent(AgentOptions {
-        event_buffer_capacity: 65535,
-        ..AgentOptions::default()
-    })?;
-    let server = node.add_pod("demo", "server", &[("app", "server"), ("tier", "backend")])?;
-    let client = node.add_pod("demo", "client", &[("app", "client"), ("tier", "frontend")])?;
-    let client2 = node.add_pod("demo", "client2", &[("app", "client"), ("other", "client")])?;
     let traffic = traffic_bin()?;
-    let mut serving = server.spawn(&traffic, ["serve", "--tcp", "8080", "--udp", "5353"])?;
-    serving.wait_for_output("listening", Duration::from_secs(5))?;
-    let dst = server.ip().to_string();
-    let _loop1 = client.spawn(
-        &traffic,
-        [
-            "loop",
-            "--to",
-            &dst,
-            "--tcp-port",
-            "8080",
-            "--udp-port",
-            "5353",
-            "--interval",
-            "1s",
-        ],
+    let mut keep = vec![];
+    let mut pods = vec![]; // dropping a pod handle deletes the pod
+    let mut lines = vec![];
+    for (i, name) in ["node1", "node2"].into_iter().enumerate() {
+        let node = lab.add_node(name)?;
+        eprintln!(
+            "demo: starting lumen-agent on {} ({})",
+            node.name(),
+            node.ip()
+        );
+        node.start_agent(AgentOptions {
+            event_buffer_capacity: 65535,
+            ..AgentOptions::default()
+        })?;
+        let server = node.add_pod(
+            "demo",
+            &format!("server{}", i + 1),
+            &[("app", "server"), ("tier", "backend")],
+        )?;
+        let client = node.add_pod(
+            "demo",
+            &format!("client{}", i + 1),
+            &[("app", "client"), ("tier", "frontend")],
+        )?;
+        let client_b = node.add_pod(
+            "demo",
+            &format!("client{}b", i + 1),
+            &[("app", "client"), ("other", "client")],
+        )?;
+        let mut serving = server.spawn(&traffic, ["serve", "--tcp", "8080", "--udp", "5353"])?;
+        serving.wait_for_output("listening", Duration::from_secs(5))?;
+        let dst = server.ip().to_string();
+        for (pod, interval) in [(&client, "1s"), (&client_b, "3s")] {
+            keep.push(pod.spawn(
+                &traffic,
+                [
+                    "loop",
+                    "--to",
+                    &dst,
+                    "--tcp-port",
+                    "8080",
+                    "--udp-port",
+                    "5353",
+                    "--interval",
+                    interval,
+                ],
+            )?);
+        }
+        keep.push(serving);
+        lines.push(format!(
+            "  {}: {} pod CIDR {}; pods demo/{} {}, demo/{} {}, demo/{} {}\n\
+             \x20        agent API: {} (unix socket), log {}",
+            node.name(),
+            node.ip(),
+            node.pod_cidr(),
+            server.name(),
+            server.ip(),
+            client.name(),
+            client.ip(),
+            client_b.name(),
+            client_b.ip(),
+            node.hubble_socket().display(),
+            node.agent_log().display(),
+        ));
+        pods.extend([server, client, client_b]);
+    }
+    let node1 = lab.node("node1").expect("node1");
+    let _fwd = node1.forward_tcp("127.0.0.1:4244", 4244)?;
+    let relay = Relay::start(
+        &lab,
+        RelayOptions {
+            listen_address: Some("127.0.0.1:4245".into()),
+            ..RelayOptions::default()
+        },
     )?;
-    let _loop2 = client2.spawn(
-        &traffic,
-        [
-            "loop",
-            "--to",
-            &dst,
-            "--tcp-port",
-            "8080",
-            "--udp-port",
-            "5353",
-            "--interval",
-            "3s",
-        ],
-    )?;
-    let _fwd = node.forward_tcp("127.0.0.1:4244", 4244)?;
 
     println!(
-        "\nLumen demo lab is up.\n\
-         \x20 node:    {} ({}), pod CIDR {}\n\
-         \x20 pods:    demo/server {}  demo/client {}  demo/client2 {}\n\
-         \x20 Hubble Observer API: 127.0.0.1:4244 (TCP) and {} (unix socket)\n\
-         \x20 agent log: {}\n\n\
-         Try:  grpcurl -plaintext -import-path schema/api/proto -proto observer/observer.proto \\\n\
-         \x20       -d '{{\"number\": 20}}' 127.0.0.1:4244 observer.Observer/GetFlows\n\
-         \x20     python3 integration/clients/observe.py --server 127.0.0.1:4244 --last 20\n\n\
+        "\nLumen demo lab is up.\n{}\n\
+         \x20 node1's Hubble Observer API: 127.0.0.1:4244 (TCP)\n\
+         \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\n\
+         Try:  hubble observe --server 127.0.0.1:4245 --last 5        # our CLI (target/debug/hubble)\n\
+         \x20     hubble status --server 127.0.0.1:4245\n\
+         \x20     python3 integration/clients/observe.py --server 127.0.0.1:4245 --last 5\n\
+         \x20     grpcurl -plaintext -import-path schema/api/proto -proto observer/observer.proto \\\n\
+         \x20       -d '{{\"number\": 5, \"follow\": true}}' 127.0.0.1:4245 observer.Observer/GetFlows\n\
+         \x20     grpcurl -plaintext -import-path schema/api/proto -proto observer/observer.proto \\\n\
+         \x20       127.0.0.1:4245 observer.Observer/ServerStatus\n\n\
          Ctrl-C tears everything down.",
-        node.name(),
-        node.ip(),
-        node.pod_cidr(),
-        server.ip(),
-        client.ip(),
-        client2.ip(),
-        node.hubble_socket().display(),
-        node.agent_log().display(),
+        lines.join("\n"),
+        lab.dir().join("relay.yaml").display(),
+        relay.log_path().display(),
     );
     lab.run_until_interrupted();
     eprintln!("demo: tearing down");
+    drop(relay);
+    drop(keep);
+    drop(pods);
     Ok(())
 }
