@@ -130,7 +130,8 @@ fn main() -> Result<()> {
                 bail!("the lab benchmarks need root: run `sudo -E cargo xtask bench`");
             }
             let bins = build(true)?;
-            run(Command::new(bins.join("lab-bench")).env("LUMEN_BIN_DIR", &bins))
+            run(Command::new(bins.join("lab-bench")).env("LUMEN_BIN_DIR", &bins))?;
+            run(Command::new(bins.join("relay-bench")).env("LUMEN_BIN_DIR", &bins))
         }
     }
 }

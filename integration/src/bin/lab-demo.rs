@@ -98,8 +98,9 @@ fn main() -> Result<()> {
         "\nLumen demo lab is up.\n{}\n\
          \x20 node1's Hubble Observer API: 127.0.0.1:4244 (TCP)\n\
          \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\n\
-         Try:  hubble observe --server 127.0.0.1:4245 --last 5        # our CLI (target/debug/hubble)\n\
-         \x20     hubble status --server 127.0.0.1:4245\n\
+         Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
+         \x20     {hubble} observe -f --pod demo/client\n\
+         \x20     {hubble} status\n\
          \x20     python3 integration/clients/observe.py --server 127.0.0.1:4245 --last 5\n\
          \x20     grpcurl -plaintext -import-path schema/api/proto -proto observer/observer.proto \\\n\
          \x20       -d '{{\"number\": 5, \"follow\": true}}' 127.0.0.1:4245 observer.Observer/GetFlows\n\
@@ -109,6 +110,7 @@ fn main() -> Result<()> {
         lines.join("\n"),
         lab.dir().join("relay.yaml").display(),
         relay.log_path().display(),
+        hubble = lumen_integration::find_binary("hubble").map(|p| p.display().to_string()).unwrap_or_else(|_| "hubble".into()),
     );
     lab.run_until_interrupted();
     eprintln!("demo: tearing down");
