@@ -14,7 +14,7 @@ use lumen_integration::{hubble, AgentOptions, Lab, MonitorAggregation, Node, Pod
 use std::time::Duration;
 
 const SECONDS: &str = "5";
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn iperf_json(client: &Pod, args: &[&str]) -> Result<serde_json::Value> {
     let out = client.exec("iperf3", args)?;
@@ -231,6 +231,14 @@ fn main() -> Result<()> {
     println!("  TCP unattached                 {tcp_base:8.2} Gbit/s");
     println!("  TCP medium aggregation         {tcp_medium:8.2} Gbit/s  {:5.1} % of unattached (target ≥ 97 %)", pct(tcp_medium, tcp_base));
     println!("  TCP no aggregation             {tcp_none:8.2} Gbit/s  {:5.1} % of unattached (target ≥ 80 %)", pct(tcp_none, tcp_base));
+    println!(
+        "  program cost, TCP, medium      {ns_medium:8.0} ns per program run, {:4.1} % of all CPU time (kernel bpf_stats)",
+        cpu_medium * 100.0
+    );
+    println!(
+        "  program cost, TCP, none        {ns_none:8.0} ns per program run, {:4.1} % of all CPU time (kernel bpf_stats)",
+        cpu_none * 100.0
+    );
     println!(
         "  UDP 64 B unattached            {:8.0} packets/s",
         pps_base
