@@ -94,6 +94,37 @@ pub struct HubbleConfig {
     /// Default 4095.
     #[serde(default = "default_capacity")]
     pub event_buffer_capacity: usize,
+    /// Transport security of the TCP listener (the unix socket stays plaintext).
+    #[serde(default)]
+    pub tls: HubbleTlsConfig,
+}
+
+/// `hubble.tls.*`: mutual TLS on `hubble.listenAddress`, as Hubble deploys it.
+///
+/// ```yaml
+/// hubble:
+///   tls:
+///     enabled: true                       # default false: TCP is plaintext
+///     certFile: /etc/lumen/tls/node1.crt  # server certificate (PEM), SAN <node>.<cluster>.hubble-grpc.cilium.io
+///     keyFile: /etc/lumen/tls/node1.key   # its private key (PEM)
+///     clientCAFiles: [/etc/lumen/tls/ca.crt]  # when set, client certificates are required and verified
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HubbleTlsConfig {
+    /// Serve TLS on TCP. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Server certificate chain, PEM. Required when enabled.
+    #[serde(default)]
+    pub cert_file: PathBuf,
+    /// Server private key, PEM. Required when enabled.
+    #[serde(default)]
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) client certificates must chain to. Empty: clients are not
+    /// asked for a certificate. Default empty.
+    #[serde(default, rename = "clientCAFiles")]
+    pub client_ca_files: Vec<PathBuf>,
 }
 
 /// `bpf.*`.
@@ -193,6 +224,7 @@ impl Default for HubbleConfig {
             listen_address: default_listen_address(),
             socket_path: default_socket_path(),
             event_buffer_capacity: default_capacity(),
+            tls: HubbleTlsConfig::default(),
         }
     }
 }
@@ -258,6 +290,21 @@ impl AgentConfig {
         }
         if !self.hubble.listen_address.is_empty() {
             self.listen_socket_addr()?;
+        }
+        let tls = &self.hubble.tls;
+        if tls.enabled {
+            if tls.cert_file.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "hubble.tls.certFile",
+                    reason: "required when hubble.tls.enabled is true".into(),
+                });
+            }
+            if tls.key_file.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "hubble.tls.keyFile",
+                    reason: "required when hubble.tls.enabled is true".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -330,5 +377,29 @@ mod tests {
         let e = AgentConfig::parse("nodeName: n1\nhubble: {listenAddress: 'nope'}\n").unwrap_err();
         assert!(e.to_string().contains("hubble.listenAddress"), "{e}");
         assert!(AgentConfig::parse("nodeName: [\n").is_err());
+    }
+
+    #[test]
+    fn hubble_tls_is_off_by_default_and_parses() {
+        let c = AgentConfig::parse("nodeName: n1\n").unwrap();
+        assert!(!c.hubble.tls.enabled);
+        assert!(c.hubble.tls.client_ca_files.is_empty());
+        let c = AgentConfig::parse(
+            "nodeName: n1\nhubble: {tls: {enabled: true, certFile: /t/n1.crt, keyFile: /t/n1.key, clientCAFiles: [/t/ca.crt, /t/ca2.crt]}}\n",
+        )
+        .unwrap();
+        assert!(c.hubble.tls.enabled);
+        assert_eq!(c.hubble.tls.cert_file, PathBuf::from("/t/n1.crt"));
+        assert_eq!(c.hubble.tls.key_file, PathBuf::from("/t/n1.key"));
+        assert_eq!(c.hubble.tls.client_ca_files.len(), 2);
+        let e = AgentConfig::parse("nodeName: n1\nhubble: {tls: {enabled: true, keyFile: /k}}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("hubble.tls.certFile"), "{e}");
+        let e = AgentConfig::parse("nodeName: n1\nhubble: {tls: {enabled: true, certFile: /c}}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("hubble.tls.keyFile"), "{e}");
+        let e =
+            AgentConfig::parse("nodeName: n1\nhubble: {tls: {clientCaFiles: []}}\n").unwrap_err();
+        assert!(e.to_string().contains("clientCaFiles"), "{e}");
     }
 }

@@ -42,7 +42,7 @@ pub use forward::Forward;
 pub use lab::{
     install_interrupt_handler, interrupted, Lab, BPF_BASE, BRIDGE, CLUSTER_NAME, DEFAULT_LAB_BASE,
 };
-pub use node::{ensure_bpffs, AgentOptions, MonitorAggregation, Node, MAX_NODES};
+pub use node::{ensure_bpffs, AgentOptions, AgentTls, MonitorAggregation, Node, MAX_NODES};
 pub use pod::{cni_args, cni_config, result_ip, CniCommand, CniError, Pod, CNI_TIMEOUT};
 pub use process::{bin_dirs, find_binary, traffic_bin, Spawned};
 pub use relay::{Relay, RelayOptions};

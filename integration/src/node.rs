@@ -45,6 +45,21 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// How long to wait for both sockets to accept connections (default 15 s).
     pub ready_timeout: Duration,
+    /// `hubble.tls` (default: absent, TCP is plaintext).
+    pub tls: Option<AgentTls>,
+}
+
+/// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentTls {
+    /// The node's server certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// CAs client certificates must chain to.
+    #[serde(rename = "clientCAFiles")]
+    pub client_ca_files: Vec<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -56,6 +71,7 @@ impl Default for AgentOptions {
             events_ring_bytes: None,
             env: Vec::new(),
             ready_timeout: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -363,6 +379,10 @@ impl Node {
                 listen_address: "0.0.0.0:4244",
                 socket_path: self.hubble_socket(),
                 event_buffer_capacity: options.event_buffer_capacity,
+                tls: options.tls.as_ref().map(|t| HubbleTls {
+                    enabled: true,
+                    tls: t,
+                }),
             },
             bpf: BpfConfig {
                 monitor_aggregation: options.monitor_aggregation,
@@ -483,6 +503,15 @@ struct HubbleConfig<'a> {
     listen_address: &'a str,
     socket_path: PathBuf,
     event_buffer_capacity: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<HubbleTls<'a>>,
+}
+
+#[derive(Serialize)]
+struct HubbleTls<'a> {
+    enabled: bool,
+    #[serde(flatten)]
+    tls: &'a AgentTls,
 }
 
 #[derive(Serialize)]

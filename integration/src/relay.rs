@@ -32,6 +32,8 @@ pub struct RelayOptions {
     pub backoff_max: Duration,
     /// Extra environment, e.g. `RUST_LOG`.
     pub env: Vec<(String, String)>,
+    /// YAML appended to the configuration, e.g. a `tls:` section (default empty).
+    pub extra_yaml: String,
 }
 
 impl Default for RelayOptions {
@@ -43,6 +45,7 @@ impl Default for RelayOptions {
             drain_timeout: None,
             backoff_max: Duration::from_secs(1),
             env: vec![],
+            extra_yaml: String::new(),
         }
     }
 }
@@ -102,6 +105,7 @@ impl Relay {
         if let Some(d) = options.drain_timeout {
             yaml.push_str(&format!("sortBufferDrainTimeout: {}\n", ms(d)));
         }
+        yaml.push_str(&options.extra_yaml);
         let config = lab.dir().join("relay.yaml");
         std::fs::write(&config, yaml)?;
         let log = lab.dir().join("relay.log");

@@ -18,6 +18,18 @@
 //! sortBufferDrainTimeout: 100ms   # longest a flow waits for slower nodes (Hubble: 1s)
 //! dialTimeout: 5s                 # connecting to a node or the peer service
 //! retryBackoff: {initial: 200ms, max: 5s}   # reconnects: exponential, with jitter
+//! # Mutual TLS to the agents' TCP ports (absent: plaintext). Unix sockets stay plaintext.
+//! tls:
+//!   clientCertFile: /etc/lumen/tls/relay-client.crt   # presented to agents (PEM)
+//!   clientKeyFile: /etc/lumen/tls/relay-client.key
+//!   caFiles: [/etc/lumen/tls/ca.crt]                   # agents' certificates must chain to these
+//!   serverName: ""   # default: <node>.<cluster>.hubble-grpc.cilium.io per node; the peer
+//!                    # service is verified against the host of its address
+//! # TLS towards the relay's own clients (absent: plaintext).
+//! listenTls:
+//!   certFile: /etc/lumen/tls/relay.crt
+//!   keyFile: /etc/lumen/tls/relay.key
+//!   clientCAFiles: []   # when set, clients must present a certificate signed by these
 //! ```
 //!
 //! `sortBufferDrainTimeout` is 100 ms rather than Hubble's 1 s: Lumen targets p99 ≤ 250 ms
@@ -28,7 +40,11 @@
 //! Addresses: `unix:///path` (a unix socket), `host:port`, or a bare IP/host (port 4244).
 
 use serde::Deserialize;
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +113,37 @@ impl Backoff {
     }
 }
 
+/// `tls`: how the relay connects to agents over TCP (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentTls {
+    /// Client certificate presented to agents, PEM. Required.
+    pub client_cert_file: PathBuf,
+    /// Its private key, PEM. Required.
+    pub client_key_file: PathBuf,
+    /// CA certificates (PEM) the agents' server certificates must chain to. Required.
+    pub ca_files: Vec<PathBuf>,
+    /// Name to verify every agent's certificate against. Default: none, i.e. per node
+    /// `<node>.<cluster>.hubble-grpc.cilium.io` (as Hubble), and for the peer service the
+    /// host of `peerService`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// `listenTls`: TLS towards the relay's clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenTls {
+    /// Server certificate, PEM. Required.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM. Required.
+    pub key_file: PathBuf,
+    /// CAs (PEM) client certificates must chain to; when set, clients must present one.
+    /// Default empty: no client certificate asked.
+    #[serde(default, rename = "clientCAFiles")]
+    pub client_ca_files: Vec<PathBuf>,
+}
+
 /// The relay configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -128,6 +175,12 @@ pub struct RelayConfig {
     /// Reconnect backoff.
     #[serde(default)]
     pub retry_backoff: Backoff,
+    /// Mutual TLS to agents' TCP addresses. Default absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<AgentTls>,
+    /// TLS for the relay's own clients. Default absent: plaintext.
+    #[serde(default)]
+    pub listen_tls: Option<ListenTls>,
 }
 
 fn default_listen() -> String {
@@ -202,6 +255,14 @@ impl RelayConfig {
                 return Err(ConfigError::Invalid {
                     key: "peers",
                     reason: format!("{p:?}: name and address are required"),
+                });
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.ca_files.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "tls.caFiles",
+                    reason: "list at least one CA file (e.g. lumen-certgen's ca.crt)".into(),
                 });
             }
         }
@@ -294,6 +355,44 @@ mod tests {
         ] {
             assert!(RelayConfig::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_parses() {
+        let c = RelayConfig::parse("peerService: x").unwrap();
+        assert_eq!(c.tls, None);
+        assert_eq!(c.listen_tls, None);
+        let c = RelayConfig::parse(
+            "peerService: x\ntls: {clientCertFile: /t/r.crt, clientKeyFile: /t/r.key, caFiles: [/t/ca.crt]}\n\
+             listenTls: {certFile: /t/s.crt, keyFile: /t/s.key, clientCAFiles: [/t/ca.crt]}\n",
+        )
+        .unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(t.client_cert_file, PathBuf::from("/t/r.crt"));
+        assert_eq!(t.client_key_file, PathBuf::from("/t/r.key"));
+        assert_eq!(t.ca_files, vec![PathBuf::from("/t/ca.crt")]);
+        assert_eq!(t.server_name, None);
+        let l = c.listen_tls.unwrap();
+        assert_eq!(l.cert_file, PathBuf::from("/t/s.crt"));
+        assert_eq!(l.client_ca_files.len(), 1);
+        let c = RelayConfig::parse(
+            "peerService: x\ntls: {clientCertFile: a, clientKeyFile: b, caFiles: [c], serverName: n1.x}\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().server_name.as_deref(), Some("n1.x"));
+        for bad in [
+            "peerService: x\ntls: {clientCertFile: a, clientKeyFile: b, caFiles: []}",
+            "peerService: x\ntls: {clientCertFile: a, caFiles: [c]}",
+            "peerService: x\ntls: {clientCertFile: a, clientKeyFile: b, caFiles: [c], bogus: 1}",
+            "peerService: x\nlistenTls: {certFile: a}",
+        ] {
+            assert!(RelayConfig::parse(bad).is_err(), "{bad}");
+        }
+        let e = RelayConfig::parse(
+            "peerService: x\ntls: {clientCertFile: a, clientKeyFile: b, caFiles: []}",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tls.caFiles"), "{e}");
     }
 
     #[test]

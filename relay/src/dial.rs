@@ -1,9 +1,8 @@
 //! Addresses and connections to nodes (and to the peer service).
 //!
-//! One [`Dialer`] makes every upstream connection, so transport security can be added in
-//! one place later: a `tls` field here (client certificate, CA, server name from the peer's
-//! `ChangeNotification.tls`) would switch TCP targets to `https` with
-//! `Endpoint::tls_config`; unix sockets stay plaintext, as in Hubble.
+//! One [`Dialer`] makes every upstream connection. With `tls` set (the relay's `tls`
+//! configuration), TCP targets are dialed over mutual TLS (`https`, client certificate,
+//! CA, server name per node); unix sockets stay plaintext, as in Hubble.
 
 use hyper_util::rt::TokioIo;
 use std::{path::PathBuf, time::Duration};
@@ -30,6 +29,14 @@ pub enum DialError {
     /// Connecting failed or timed out.
     #[error("connecting to {target}: {source}")]
     Connect {
+        /// The address.
+        target: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// The TLS client configuration was refused.
+    #[error("TLS settings for {target}: {source} (check tls.clientCertFile, tls.clientKeyFile, tls.caFiles)")]
+    Tls {
         /// The address.
         target: String,
         /// Why.
@@ -83,12 +90,24 @@ impl std::fmt::Display for Target {
 pub struct Dialer {
     /// Connect timeout.
     pub timeout: Duration,
+    /// Mutual TLS for TCP targets; `None`: plaintext.
+    pub tls: Option<crate::tls::DialTls>,
 }
 
 impl Dialer {
     /// Connects (eagerly, within the timeout), with HTTP/2 keepalives so a dead peer is
     /// noticed within seconds even when idle.
     pub async fn dial(&self, target: &Target) -> Result<Channel, DialError> {
+        self.dial_node(target, None).await
+    }
+
+    /// As [`Dialer::dial`], for node `node` (`cluster/node`): over TLS its certificate is
+    /// verified against that node's Hubble server name unless `tls.serverName` is set.
+    pub async fn dial_node(
+        &self,
+        target: &Target,
+        node: Option<&str>,
+    ) -> Result<Channel, DialError> {
         let err = |source| DialError::Connect {
             target: target.to_string(),
             source,
@@ -103,7 +122,18 @@ impl Dialer {
                 .tcp_nodelay(true))
         };
         match target {
-            Target::Tcp(addr) => base(format!("http://{addr}"))?.connect().await.map_err(err),
+            Target::Tcp(addr) => match &self.tls {
+                None => base(format!("http://{addr}"))?.connect().await.map_err(err),
+                Some(tls) => base(format!("https://{addr}"))?
+                    .tls_config(tls.client_config(node))
+                    .map_err(|source| DialError::Tls {
+                        target: target.to_string(),
+                        source,
+                    })?
+                    .connect()
+                    .await
+                    .map_err(err),
+            },
             Target::Unix(path) => {
                 let path = path.clone();
                 let timeout = self.timeout;

@@ -570,6 +570,7 @@ mod tests {
         Pool::new(
             Dialer {
                 timeout: Duration::from_secs(2),
+                tls: None,
             },
             Backoff {
                 initial: Duration::from_millis(20),

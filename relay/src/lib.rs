@@ -4,7 +4,7 @@
 //! aggregated, `grpc.health.v1` alongside.
 //!
 //! - [`config`]: the YAML configuration;
-//! - [`dial`]: addresses and connections (the one place TLS will go);
+//! - [`dial`]: addresses and connections (TLS towards agents); [`tls`]: TLS material;
 //! - [`pool`]: per-node connections with backoff and health watching;
 //! - [`peers`]: discovery feeding the pool;
 //! - [`merge`]: the sort buffer; [`select`]: node selection by `node_name` filters;
@@ -22,6 +22,7 @@ pub mod peers;
 pub mod pool;
 pub mod select;
 pub mod service;
+pub mod tls;
 
 use config::RelayConfig;
 use std::sync::Arc;
@@ -31,11 +32,18 @@ pub async fn serve(
     cfg: RelayConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
+    let dial_tls = cfg.tls.as_ref().map(tls::DialTls::load).transpose()?;
+    let listen_tls = cfg
+        .listen_tls
+        .as_ref()
+        .map(tls::server_tls_config)
+        .transpose()?;
     let pool = pool::Pool::new(
         dial::Dialer {
             timeout: cfg.dial_timeout,
+            tls: dial_tls,
         },
         cfg.retry_backoff,
     );
@@ -53,7 +61,11 @@ pub async fn serve(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = listen_tls {
+        builder = builder.tls_config(t).map_err(ServeError::ListenTls)?;
+    }
+    let result = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health)
         .add_service(service::RelayService::new(pool, merge).into_server())
@@ -65,5 +77,19 @@ pub async fn serve(
     if let Some(d) = discovery {
         d.abort();
     }
-    result
+    Ok(result?)
+}
+
+/// Why the relay could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A TLS file named in the configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// `listenTls` was refused (certificate and key do not match, or a bad CA).
+    #[error("listenTls: {0} (check certFile, keyFile and clientCAFiles)")]
+    ListenTls(tonic::transport::Error),
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }

@@ -52,6 +52,8 @@ async fn run(args: Args) -> Result<()> {
         %addr,
         peer_service = %cfg.peer_service,
         static_peers = cfg.peers.len(),
+        agent_mtls = cfg.tls.is_some(),
+        listen_tls = cfg.listen_tls.is_some(),
         "relay listening"
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

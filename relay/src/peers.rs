@@ -2,11 +2,7 @@
 //! `peer.Peer/Notify` stream (re-subscribing with backoff when it breaks). Addresses pass
 //! through `nodeAddresses` overrides ([`RelayConfig::address_for`]).
 
-use crate::{
-    config::RelayConfig,
-    dial::{Dialer, Target},
-    pool::Pool,
-};
+use crate::{config::RelayConfig, dial::Target, pool::Pool};
 use lumen_api::peer::{peer_client::PeerClient, ChangeNotification, ChangeNotificationType};
 use std::sync::Arc;
 
@@ -40,9 +36,7 @@ pub fn start(cfg: Arc<RelayConfig>, pool: Pool) -> Option<tokio::task::JoinHandl
 }
 
 async fn follow_peer_service(cfg: Arc<RelayConfig>, pool: Pool) {
-    let dialer = Dialer {
-        timeout: cfg.dial_timeout,
-    };
+    let dialer = pool.dialer();
     let mut attempt = 0u32;
     loop {
         let result: Result<(), String> = async {

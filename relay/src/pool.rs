@@ -71,6 +71,11 @@ fn jitter() -> f64 {
 }
 
 impl Pool {
+    /// The dialer connections use (with its TLS settings).
+    pub fn dialer(&self) -> Dialer {
+        self.inner.dialer.clone()
+    }
+
     /// An empty pool.
     pub fn new(dialer: Dialer, backoff: Backoff) -> Pool {
         Pool {
@@ -182,7 +187,10 @@ async fn run_node(inner: std::sync::Weak<Inner>, name: String, address: String) 
         let backoff = pool.backoff;
         drop(pool);
         let outcome = match Target::parse(&address) {
-            Ok(target) => dialer.dial(&target).await.map_err(|e| e.to_string()),
+            Ok(target) => dialer
+                .dial_node(&target, Some(&name))
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let message = match outcome {

@@ -3,6 +3,7 @@
 //! plain functions here.
 
 pub mod getflows;
+pub mod tls;
 
 use crate::{agent::Agent, events::Event, ring::Ring};
 use getflows::{Query, QueryError};
@@ -229,8 +230,25 @@ pub async fn serve(
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(%addr, socket = %sock.display(), "Hubble Observer API listening");
         let mut stop_tcp = stop_tx.subscribe();
+        let mut builder = tonic::transport::Server::builder();
+        if agent.cfg.hubble.tls.enabled {
+            let tls = tls::server_tls_config(&agent.cfg.hubble.tls)?;
+            builder = builder.tls_config(tls).with_context(|| {
+                format!(
+                    "hubble.tls: certFile {} / keyFile {} / clientCAFiles {:?} are not a usable \
+                     certificate, key and CAs",
+                    agent.cfg.hubble.tls.cert_file.display(),
+                    agent.cfg.hubble.tls.key_file.display(),
+                    agent.cfg.hubble.tls.client_ca_files
+                )
+            })?;
+            tracing::info!(
+                mutual = !agent.cfg.hubble.tls.client_ca_files.is_empty(),
+                "TLS on the TCP listener"
+            );
+        }
         Some(
-            tonic::transport::Server::builder()
+            builder
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health)
                 .add_service(observer)

@@ -1,0 +1,110 @@
+//! Loads the relay's TLS material: the client identity and CAs it uses towards agents
+//! (`tls`), and the server identity for its own clients (`listenTls`).
+
+use crate::config::{AgentTls, ListenTls};
+use std::path::{Path, PathBuf};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Why the TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("{key} {path}: cannot read: {source} (check the path and the relay's permissions)")]
+    Read {
+        /// The configuration key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds no PEM block of the expected kind.
+    #[error("{key} {path}: no PEM {expected} found (expected a file like lumen-certgen writes)")]
+    NotPem {
+        /// The configuration key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What was looked for.
+        expected: &'static str,
+    },
+}
+
+fn read_pem(key: &'static str, path: &Path, marker: &'static str) -> Result<Vec<u8>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        key,
+        path: path.into(),
+        source,
+    })?;
+    let found = String::from_utf8_lossy(&bytes)
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.contains(marker));
+    if !found {
+        return Err(TlsError::NotPem {
+            key,
+            path: path.into(),
+            expected: marker,
+        });
+    }
+    Ok(bytes)
+}
+
+fn read_cas(key: &'static str, files: &[PathBuf]) -> Result<Certificate, TlsError> {
+    let mut roots = Vec::new();
+    for f in files {
+        roots.extend(read_pem(key, f, "CERTIFICATE")?);
+        roots.push(b'\n');
+    }
+    Ok(Certificate::from_pem(roots))
+}
+
+/// The relay's TLS towards agents, loaded: identity, CAs, optional fixed server name.
+#[derive(Debug, Clone)]
+pub struct DialTls {
+    identity: Identity,
+    ca: Certificate,
+    server_name: Option<String>,
+}
+
+impl DialTls {
+    /// Reads the files named by `tls`.
+    pub fn load(cfg: &AgentTls) -> Result<DialTls, TlsError> {
+        let cert = read_pem("tls.clientCertFile", &cfg.client_cert_file, "CERTIFICATE")?;
+        let key = read_pem("tls.clientKeyFile", &cfg.client_key_file, "PRIVATE KEY")?;
+        Ok(DialTls {
+            identity: Identity::from_pem(cert, key),
+            ca: read_cas("tls.caFiles", &cfg.ca_files)?,
+            server_name: cfg.server_name.clone().filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// The client configuration for node `node` (`cluster/node`, if known): the name to
+    /// verify is `serverName` if configured, else `<node>.<cluster>.hubble-grpc.cilium.io`,
+    /// else the host of the address.
+    pub fn client_config(&self, node: Option<&str>) -> ClientTlsConfig {
+        let mut c = ClientTlsConfig::new()
+            .identity(self.identity.clone())
+            .ca_certificate(self.ca.clone());
+        let name = self.server_name.clone().or_else(|| {
+            node.and_then(|n| n.split_once('/'))
+                .map(|(cluster, node)| format!("{node}.{cluster}.hubble-grpc.cilium.io"))
+        });
+        if let Some(n) = name {
+            c = c.domain_name(n);
+        }
+        c
+    }
+}
+
+/// The server configuration from `listenTls`.
+pub fn server_tls_config(cfg: &ListenTls) -> Result<ServerTlsConfig, TlsError> {
+    let cert = read_pem("listenTls.certFile", &cfg.cert_file, "CERTIFICATE")?;
+    let key = read_pem("listenTls.keyFile", &cfg.key_file, "PRIVATE KEY")?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if !cfg.client_ca_files.is_empty() {
+        tls = tls
+            .client_ca_root(read_cas("listenTls.clientCAFiles", &cfg.client_ca_files)?)
+            .client_auth_optional(false);
+    }
+    Ok(tls)
+}
