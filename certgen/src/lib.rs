@@ -2,7 +2,9 @@
 //! a server certificate per node whose SAN is `<node>.<cluster>.hubble-grpc.cilium.io`
 //! (the name the relay and the CLI verify, as Cilium's certgen does), a client
 //! certificate for the relay and one for the `hubble` CLI. Everything is PEM; keys are
-//! written with mode 0600.
+//! written with mode 0600. [`load`] reads them back for the agent's and relay's TLS.
+
+pub mod load;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

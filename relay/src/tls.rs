@@ -2,60 +2,15 @@
 //! (`tls`), and the server identity for its own clients (`listenTls`).
 
 use crate::config::{AgentTls, ListenTls};
-use std::path::{Path, PathBuf};
+use lumen_certgen::load::{read_cert_bundle, read_pem};
+use std::path::PathBuf;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Why the TLS settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("{key} {path}: cannot read: {source} (check the path and the relay's permissions)")]
-    Read {
-        /// The configuration key naming the file.
-        key: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file holds no PEM block of the expected kind.
-    #[error("{key} {path}: no PEM {expected} found (expected a file like lumen-certgen writes)")]
-    NotPem {
-        /// The configuration key naming the file.
-        key: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What was looked for.
-        expected: &'static str,
-    },
-}
-
-fn read_pem(key: &'static str, path: &Path, marker: &'static str) -> Result<Vec<u8>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        key,
-        path: path.into(),
-        source,
-    })?;
-    let found = String::from_utf8_lossy(&bytes)
-        .lines()
-        .any(|l| l.starts_with("-----BEGIN ") && l.contains(marker));
-    if !found {
-        return Err(TlsError::NotPem {
-            key,
-            path: path.into(),
-            expected: marker,
-        });
-    }
-    Ok(bytes)
-}
+pub type TlsError = lumen_certgen::load::PemError;
 
 fn read_cas(key: &'static str, files: &[PathBuf]) -> Result<Certificate, TlsError> {
-    let mut roots = Vec::new();
-    for f in files {
-        roots.extend(read_pem(key, f, "CERTIFICATE")?);
-        roots.push(b'\n');
-    }
-    Ok(Certificate::from_pem(roots))
+    Ok(Certificate::from_pem(read_cert_bundle(key, files)?))
 }
 
 /// The relay's TLS towards agents, loaded: identity, CAs, optional fixed server name.
