@@ -79,6 +79,10 @@ impl RecordSink for RingSink {
             self.undecodable = 0;
         }
         if !self.batch.is_empty() {
+            // The kernel ring is ordered by reservation, and two CPUs can reserve in the
+            // opposite order of their timestamps by a microsecond: restore time order.
+            // The batch is nearly sorted, which the stable sort handles in linear time.
+            self.batch.sort_by_key(|e| e.time_ns());
             self.agent.ring.push_batch(self.batch.drain(..));
         }
     }
