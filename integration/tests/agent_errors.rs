@@ -17,7 +17,15 @@ fn run_agent(dir: &Path, bpf_root: &Path, uid: Option<u32>) -> (i32, String) {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(find_binary("lumen-agent").unwrap());
+    let mut agent = find_binary("lumen-agent").unwrap();
+    if uid.is_some() {
+        // The build tree may sit under a directory only root can enter (a 0700 temp dir):
+        // run a copy the unprivileged user can reach.
+        let copy = dir.join("lumen-agent");
+        std::fs::copy(&agent, &copy).unwrap();
+        agent = copy;
+    }
+    let mut cmd = Command::new(agent);
     cmd.args(["--config", cfg.to_str().unwrap()]);
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
