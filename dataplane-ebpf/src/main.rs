@@ -1,25 +1,35 @@
 //! Lumen's tc programs: parse every packet (bounds-checked, L2 to L4), keep per-interface
-//! conntrack with counters, and emit trace records into the `EVENTS` ring buffer according
-//! to the monitor-aggregation setting in `CONFIG`.
+//! conntrack with counters, enforce identity-aware policy on pod interfaces, and emit
+//! trace, policy-verdict and drop records into the `EVENTS` ring buffer.
 //!
-//! All four entry points **fail open**: whatever goes wrong (truncated packet, full ring,
-//! full conntrack) the packet continues (`TC_ACT_UNSPEC`, i.e. "next program / default
-//! action"), because an observability program must never cut a pod off the network.
+//! Failure modes:
+//! - Observation **fails open**: whatever goes wrong (truncated packet, full ring, full
+//!   conntrack) the packet continues (`TC_ACT_UNSPEC`, "next program / default action").
+//! - Policy **fails closed** where it is enforced: on a pod interface whose direction is
+//!   default-deny (`ENDPOINTS` flags), the first packet of a connection passes only if a
+//!   `POLICY` entry allows it (a peer missing from `IPCACHE` is the world). Interfaces the
+//!   agent has not configured are not enforced. Established connections and replies pass
+//!   on their conntrack entry, so a policy change applies to new connections.
 #![no_std]
 #![no_main]
 
 mod parse;
+mod policy;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_COMMON_LRU, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{
+        BPF_F_NO_COMMON_LRU, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_SHOT,
+        TC_ACT_UNSPEC,
+    },
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use lumen_abi::{
-    aggregation, ct_flags, hdr_flags, kind, obs, reason, tcp, CtKey, CtValue, DatapathConfig, PacketInfo,
-    RecordHeader, TraceRecord, TRACE_VERSION,
+    aggregation, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, CtKey, CtValue, DatapathConfig,
+    DropRecord, EndpointValue, IpcacheKey, IpcacheValue, PacketInfo, PolicyInfo, PolicyKey, PolicyValue,
+    PolicyVerdictRecord, RecordHeader, TraceRecord, DROP_VERSION, POLICY_VERDICT_VERSION, TRACE_VERSION,
 };
 
 /// Default ring size; the agent may resize it before the first load.
@@ -40,6 +50,18 @@ static LOST: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 
 #[map]
 static CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
+
+/// Address or prefix → identity (IPv4 as IPv4-mapped IPv6). Filled by the agent.
+#[map]
+static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(262_144, 0);
+
+/// Host-side veth ifindex → endpoint id, identity and enforcement. Filled by the agent.
+#[map]
+static ENDPOINTS: HashMap<u32, EndpointValue> = HashMap::pinned(65_536, 0);
+
+/// (endpoint, peer identity, direction, proto, port prefix) → allow/deny. Filled by the agent.
+#[map]
+static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(1_048_576, 0);
 
 /// tc ingress on a pod's host-side veth: packets leaving the pod.
 #[classifier]
@@ -67,9 +89,11 @@ pub fn to_network(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8) -> i32 {
-    // Fail open: the result only says whether a record was written.
-    let _ = try_observe(ctx, point);
-    TC_ACT_UNSPEC
+    match try_observe(ctx, point) {
+        Ok(action) => action,
+        // Observation failed (e.g. full ring): fail open.
+        Err(()) => TC_ACT_UNSPEC,
+    }
 }
 
 /// What conntrack says about one packet.
@@ -82,7 +106,7 @@ struct CtResult {
 }
 
 #[inline(always)]
-fn try_observe(ctx: &TcContext, point: u8) -> Result<(), ()> {
+fn try_observe(ctx: &TcContext, point: u8) -> Result<i32, ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let pkt_len = ctx.len();
@@ -98,14 +122,55 @@ fn try_observe(ctx: &TcContext, point: u8) -> Result<(), ()> {
         aggregation_interval_ns: 5_000_000_000,
     });
 
+    let hdr = |kind: u8, version: u8, len: usize, flags: u8| RecordHeader {
+        kind,
+        version,
+        obs_point: point,
+        flags,
+        ifindex,
+        len: len as u16,
+        _pad0: 0,
+        pkt_len,
+        ktime_ns: now,
+    };
     let ct = if pkt.ip_version != 0 {
-        conntrack(&pkt, ifindex, pkt_len, now, &cfg)
+        match conntrack(&pkt, ifindex, pkt_len, now, &cfg, point) {
+            Tracked::Pass(ct) => ct,
+            Tracked::Denied(pol) => {
+                let rsn = if pol.rule_ref == lumen_abi::RULE_REF_NONE {
+                    drop_reason::POLICY_DENIED
+                } else {
+                    drop_reason::POLICY_DENY
+                };
+                let _ = emit(&PolicyVerdictRecord {
+                    hdr: hdr(kind::POLICY_VERDICT, POLICY_VERDICT_VERSION, core::mem::size_of::<PolicyVerdictRecord>(), flags | hdr_flags::REPLY_KNOWN),
+                    pkt,
+                    policy: pol,
+                });
+                let _ = emit(&DropRecord {
+                    hdr: hdr(kind::DROP, DROP_VERSION, core::mem::size_of::<DropRecord>(), flags | hdr_flags::REPLY_KNOWN),
+                    pkt,
+                    policy: pol,
+                    drop_reason: rsn,
+                    _pad: [0; 6],
+                });
+                return Ok(TC_ACT_SHOT as i32);
+            }
+            Tracked::Decided(pol, ct) => {
+                let _ = emit(&PolicyVerdictRecord {
+                    hdr: hdr(kind::POLICY_VERDICT, POLICY_VERDICT_VERSION, core::mem::size_of::<PolicyVerdictRecord>(), flags | hdr_flags::REPLY_KNOWN),
+                    pkt,
+                    policy: pol,
+                });
+                ct
+            }
+        }
     } else {
-        // Not IP: nothing to track; rare enough to always report.
+        // Not IP: nothing to track or enforce; rare enough to always report.
         CtResult { reason: reason::UNKNOWN, flags: 0, report: true, packets: 0, bytes: 0 }
     };
     if !ct.report {
-        return Ok(());
+        return Ok(TC_ACT_UNSPEC);
     }
     emit(&TraceRecord {
         hdr: RecordHeader {
@@ -124,13 +189,14 @@ fn try_observe(ctx: &TcContext, point: u8) -> Result<(), ()> {
         _pad: [0; 7],
         ct_packets: ct.packets,
         ct_bytes: ct.bytes,
-    })
+    })?;
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// Writes a record, counting it as lost (per CPU) when the ring is full.
 #[inline(always)]
-fn emit(rec: &TraceRecord) -> Result<(), ()> {
-    match EVENTS.reserve::<TraceRecord>(0) {
+fn emit<T: Copy + 'static>(rec: &T) -> Result<(), ()> {
+    match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(*rec);
             let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
@@ -148,8 +214,18 @@ fn emit(rec: &TraceRecord) -> Result<(), ()> {
     }
 }
 
+/// What conntrack and, for a new connection at an enforcing endpoint, policy decided.
+enum Tracked {
+    /// No policy evaluated (tracked connection, or nothing enforced here).
+    Pass(CtResult),
+    /// Policy evaluated for a new connection, and the packet passes (allowed or audited).
+    Decided(PolicyInfo, CtResult),
+    /// Policy denied a new connection: drop it, track nothing.
+    Denied(PolicyInfo),
+}
+
 #[inline(always)]
-fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &DatapathConfig) -> CtResult {
+fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &DatapathConfig, point: u8) -> Tracked {
     // One lookup serves both directions: the key puts the lower (address, port) first.
     // Any total order does; native byte order avoids byte swaps.
     let lower_first =
@@ -177,6 +253,14 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
     };
     let known = hdr_flags::REPLY_KNOWN;
     let Some(entry) = CT.get_ptr_mut(&key) else {
+        // A new connection: the endpoint's policy decides before anything is tracked, so
+        // a denied one is evaluated (and reported) again on every retry.
+        let decision = policy::decide(pkt, ifindex, point);
+        if let Some(pol) = &decision {
+            if pol.verdict == verdict::DENIED {
+                return Tracked::Denied(*pol);
+            }
+        }
         let fresh = CtValue {
             packets: [1, 0],
             bytes: [pkt_len as u64, 0],
@@ -190,7 +274,11 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
         // Another CPU may have created it a moment ago: then this packet is merely
         // not counted in the new entry, and is still reported as the first one.
         let _ = CT.insert(&key, &fresh, BPF_NOEXIST as u64);
-        return CtResult { reason: reason::NEW, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
+        let ct = CtResult { reason: reason::NEW, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
+        return match decision {
+            Some(pol) => Tracked::Decided(pol, ct),
+            None => Tracked::Pass(ct),
+        };
     };
 
     // SAFETY: the pointer comes from a successful lookup of this LRU map and stays valid
@@ -209,14 +297,26 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
     let mut rsn = if dir == 0 { reason::ESTABLISHED } else { reason::REPLY };
     let syn_only = pkt.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
     if dir == 0 && syn_only && (seen | v.tcp_flags_seen[1]) & (tcp::FIN | tcp::RST) != 0 {
-        // A fresh SYN on a closed connection: the 5-tuple is being reused.
+        // A fresh SYN on a closed connection: the 5-tuple is being reused by a new
+        // connection, which policy decides like any other.
+        let decision = policy::decide(pkt, ifindex, point);
+        if let Some(pol) = &decision {
+            if pol.verdict == verdict::DENIED {
+                let _ = CT.remove(&key);
+                return Tracked::Denied(*pol);
+            }
+        }
         rsn = reason::REOPENED;
         v.tcp_flags_seen = [pkt.tcp_flags, 0];
         v.last_report_ns = [now, 0];
         v.first_seen_ns = now;
         v.packets = [1, 0];
         v.bytes = [pkt_len as u64, 0];
-        return CtResult { reason: rsn, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
+        let ct = CtResult { reason: rsn, flags: known, report: true, packets: 1, bytes: pkt_len as u64 };
+        return match decision {
+            Some(pol) => Tracked::Decided(pol, ct),
+            None => Tracked::Pass(ct),
+        };
     }
     v.tcp_flags_seen[dir] = seen | pkt.tcp_flags;
     let report = cfg.aggregation == aggregation::NONE
@@ -226,13 +326,13 @@ fn conntrack(pkt: &PacketInfo, ifindex: u32, pkt_len: u32, now: u64, cfg: &Datap
         v.last_report_ns[dir] = now;
     }
     let flags = if dir == 1 { known | hdr_flags::IS_REPLY } else { known };
-    CtResult {
+    Tracked::Pass(CtResult {
         reason: rsn,
         flags,
         report,
         packets: v.packets[0] + v.packets[1],
         bytes: v.bytes[0] + v.bytes[1],
-    }
+    })
 }
 
 #[cfg(not(test))]

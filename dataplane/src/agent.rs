@@ -3,7 +3,8 @@
 
 use crate::{
     config::AgentConfig,
-    datapath::{Datapath, DatapathError, Hook},
+    datapath::{maps::PolicyMaps, Datapath, DatapathError, Hook},
+    policy::{regen, PolicyEngine, PolicyStatus, RuleRefs},
     endpoints::{EndpointStore, EndpointStoreError},
     events::Event,
     ipcache::{IpCache, NodeView},
@@ -48,6 +49,34 @@ pub enum AgentError {
     NodeSetup(#[from] node_setup::NodeSetupError),
 }
 
+/// What the last regeneration produced, for the admin CLI.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PolicyReport {
+    /// Local endpoints with their effective policies.
+    pub endpoints: Vec<regen::EndpointReport>,
+    /// Identities with their labels.
+    pub identities: std::collections::BTreeMap<u32, Vec<String>>,
+    /// Every policy object and its status.
+    pub policies: Vec<PolicyStatus>,
+    /// State-source problems (files that do not parse).
+    pub source_errors: Vec<String>,
+    /// Entries in the kernel maps: (ipcache, endpoints, policy).
+    pub map_entries: (usize, usize, usize),
+    /// The last time the maps could not be written, if it failed.
+    pub datapath_error: Option<String>,
+    /// How long the last regeneration took, µs.
+    pub regeneration_us: u64,
+    /// How many regenerations ran.
+    pub regenerations: u64,
+}
+
+struct PolicyState {
+    engine: PolicyEngine,
+    refs: RuleRefs,
+    maps: Option<PolicyMaps>,
+    report: Arc<PolicyReport>,
+}
+
 struct IpamState {
     cidr: ipnet::IpNet,
     gateway: IpAddr,
@@ -74,13 +103,16 @@ pub struct Agent {
     refresher: Option<Refresher>,
     uplinks: Vec<(u32, String)>,
     host_ips: RwLock<Vec<IpAddr>>,
+    policy: Mutex<PolicyState>,
 }
 
 impl Agent {
     /// Assembles the agent from its loaded parts.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: AgentConfig,
         datapath: Datapath,
+        maps: Option<PolicyMaps>,
         endpoints: EndpointStore,
         state: watch::Receiver<Arc<ClusterState>>,
         refresher: Option<Refresher>,
@@ -100,10 +132,21 @@ impl Agent {
             refresher,
             uplinks,
             host_ips: RwLock::new(host_ips),
+            policy: Mutex::new(PolicyState {
+                engine: PolicyEngine::default(),
+                refs: RuleRefs::default(),
+                maps,
+                report: Arc::default(),
+            }),
             cfg,
         });
-        agent.rebuild_ipcache();
+        agent.regenerate();
         agent
+    }
+
+    /// What the last regeneration produced.
+    pub fn policy_report(&self) -> Arc<PolicyReport> {
+        self.policy.lock().report.clone()
     }
 
     /// The current ipcache snapshot.
@@ -116,12 +159,16 @@ impl Agent {
         self.state.clone()
     }
 
-    /// Recomputes the ipcache from the state and the local endpoints.
-    pub fn rebuild_ipcache(&self) {
+    /// Recomputes identities, the ipcache and every local endpoint's policy from the state
+    /// and the local endpoints, and brings the kernel maps in line. Serialised: concurrent
+    /// callers wait for each other, so the maps always end at the newest state.
+    pub fn regenerate(&self) {
+        let started = Instant::now();
+        let mut pol = self.policy.lock();
         let state = self.state.borrow().clone();
         let locals: Vec<_> = self.endpoints.lock().all().cloned().collect();
         let host_ips = self.host_ips.read().clone();
-        let cache = IpCache::build(
+        let mut cache = IpCache::build(
             &state,
             &locals,
             &NodeView {
@@ -131,7 +178,40 @@ impl Agent {
                 uplinks: &self.uplinks,
             },
         );
+        pol.engine.update(&state);
+        let set = pol.engine.policy_set(self.cfg.policy_audit_mode);
+        let PolicyState { refs, maps, .. } = &mut *pol;
+        let regen = regen::regenerate(&cache, &state, &set, refs);
+        let mut datapath_error = None;
+        if let Some(maps) = maps.as_mut() {
+            match maps.sync(&regen.maps) {
+                Ok(stats) if stats.written + stats.removed > 0 => {
+                    tracing::info!(written = stats.written, removed = stats.removed, "datapath maps updated");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "writing the datapath maps failed; the previous entries stay");
+                    datapath_error = Some(e.to_string());
+                }
+            }
+        }
+        cache.attribution = Arc::new(regen.attribution);
         *self.ipcache.write() = Arc::new(cache);
+        let prev = pol.report.regenerations;
+        pol.report = Arc::new(PolicyReport {
+            endpoints: regen.endpoints,
+            identities: regen.identities,
+            policies: pol.engine.statuses(),
+            source_errors: state.source_errors.clone(),
+            map_entries: (
+                regen.maps.ipcache.len(),
+                regen.maps.endpoints.len(),
+                regen.maps.policy.len(),
+            ),
+            datapath_error,
+            regeneration_us: started.elapsed().as_micros() as u64,
+            regenerations: prev + 1,
+        });
     }
 
     /// Re-attaches to every known endpoint and uplink (adopting pinned links), and drops
@@ -203,7 +283,7 @@ impl Agent {
                 ipam,
             });
             drop(guard);
-            self.rebuild_ipcache();
+            self.regenerate();
             guard = self.ipam.lock().await;
         }
         Ok(guard)
@@ -282,19 +362,26 @@ impl Agent {
                 r.refresh().await;
             }
         }
-        {
-            let mut dp = self.datapath.lock();
-            for hook in Hook::ENDPOINT {
-                dp.attach(&spec.host_ifname, hook)?;
-            }
-        }
-        let (ns, pod, ifname) = (
+        let (ns, pod, ifname, attachment) = (
             spec.pod_namespace.clone(),
             spec.pod_name.clone(),
             spec.host_ifname.clone(),
+            spec.attachment.clone(),
         );
+        // Register and write its policy first, so the programs enforce from the first packet.
         let id = self.endpoints.lock().add(spec)?;
-        self.rebuild_ipcache();
+        self.regenerate();
+        let attached = {
+            let mut dp = self.datapath.lock();
+            Hook::ENDPOINT
+                .into_iter()
+                .try_for_each(|hook| dp.attach(&ifname, hook).map(|_| ()))
+        };
+        if let Err(e) = attached {
+            let _ = self.endpoints.lock().remove(&attachment);
+            self.regenerate();
+            return Err(e.into());
+        }
         tracing::info!(endpoint_id = id, namespace = %ns, pod = %pod, %ifname, "endpoint added");
         Ok(id)
     }
@@ -316,7 +403,7 @@ impl Agent {
                 st.ipam.release(a)?;
             }
         }
-        self.rebuild_ipcache();
+        self.regenerate();
         Ok(removed.map(|e| e.spec))
     }
 }

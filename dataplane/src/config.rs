@@ -61,6 +61,10 @@ pub struct AgentConfig {
     /// Node uplink devices to observe (FROM_NETWORK / TO_NETWORK). Default: none.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// `policyAuditMode`: every policy denial is reported as AUDIT and let through.
+    /// Default false.
+    #[serde(default)]
+    pub policy_audit_mode: bool,
     /// Hubble server settings.
     #[serde(default)]
     pub hubble: HubbleConfig,

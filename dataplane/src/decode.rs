@@ -4,7 +4,10 @@
 //! newer than this agent knows is refused with a typed error (the reader counts those and
 //! reports them) — never misread.
 
-use lumen_abi::{kind, DropRecord, RecordHeader, TraceRecord, DROP_VERSION, TRACE_VERSION};
+use lumen_abi::{
+    kind, DropRecord, PolicyVerdictRecord, RecordHeader, TraceRecord, DROP_VERSION,
+    POLICY_VERDICT_VERSION, TRACE_VERSION,
+};
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +35,16 @@ pub enum DecodeError {
         /// The newest version this agent reads.
         supported: u8,
     },
+    /// A body version older than this agent reads (an object from before a layout change).
+    #[error("record kind {kind} version {version} is older than this agent reads ({supported}); restart the agent so it loads its own programs")]
+    OldVersion {
+        /// The kind.
+        kind: u8,
+        /// Its version in the record.
+        version: u8,
+        /// The version this agent reads.
+        supported: u8,
+    },
 }
 
 /// One decoded record.
@@ -41,6 +54,8 @@ pub enum Record {
     Trace(TraceRecord),
     /// A drop record.
     Drop(DropRecord),
+    /// A policy verdict for a new connection.
+    PolicyVerdict(PolicyVerdictRecord),
 }
 
 impl Record {
@@ -49,6 +64,25 @@ impl Record {
         match self {
             Record::Trace(t) => &t.hdr,
             Record::Drop(d) => &d.hdr,
+            Record::PolicyVerdict(p) => &p.hdr,
+        }
+    }
+
+    /// The packet.
+    pub fn packet(&self) -> &lumen_abi::PacketInfo {
+        match self {
+            Record::Trace(t) => &t.pkt,
+            Record::Drop(d) => &d.pkt,
+            Record::PolicyVerdict(p) => &p.pkt,
+        }
+    }
+
+    /// The policy decision, for drops and verdicts.
+    pub fn policy(&self) -> Option<&lumen_abi::PolicyInfo> {
+        match self {
+            Record::Trace(_) => None,
+            Record::Drop(d) => Some(&d.policy),
+            Record::PolicyVerdict(p) => Some(&p.policy),
         }
     }
 }
@@ -93,7 +127,19 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         kind::DROP => {
             check_version(&hdr, DROP_VERSION)?;
+            if hdr.version < DROP_VERSION {
+                // Version 1 had no policy block: a different layout.
+                return Err(DecodeError::OldVersion {
+                    kind: hdr.kind,
+                    version: hdr.version,
+                    supported: DROP_VERSION,
+                });
+            }
             Ok(Record::Drop(read(bytes)?))
+        }
+        kind::POLICY_VERDICT => {
+            check_version(&hdr, POLICY_VERDICT_VERSION)?;
+            Ok(Record::PolicyVerdict(read(bytes)?))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -218,6 +264,21 @@ mod tests {
         );
     }
 
+    /// A policy block: endpoint 3 (identity 31002) denied egress to identity 40211 by
+    /// rule 7 with an L3+L4 match.
+    pub(crate) fn policy_info(verdict: u8) -> PolicyInfo {
+        PolicyInfo {
+            endpoint_id: 3,
+            local_identity: 31002,
+            remote_identity: 40211,
+            rule_ref: 7,
+            direction: direction::EGRESS,
+            match_type: 2,
+            verdict,
+            _pad: [0; 5],
+        }
+    }
+
     #[test]
     fn decodes_a_drop_record() {
         let t = tcp_syn();
@@ -225,13 +286,44 @@ mod tests {
             hdr: RecordHeader {
                 kind: kind::DROP,
                 version: DROP_VERSION,
-                len: 96,
+                len: 120,
                 ..t.hdr
             },
             pkt: t.pkt,
-            drop_reason: 133,
+            policy: policy_info(verdict::DENIED),
+            drop_reason: drop_reason::POLICY_DENY,
             _pad: [0; 6],
         };
-        assert_eq!(decode(&bytes(&d)), Ok(Record::Drop(d)));
+        let b = bytes(&d);
+        // The policy block sits after the packet; the reason after the policy block.
+        assert_eq!(u32::from_le_bytes(b[88..92].try_into().unwrap()), 3);
+        assert_eq!(u32::from_le_bytes(b[96..100].try_into().unwrap()), 40211);
+        assert_eq!(b[104], direction::EGRESS);
+        assert_eq!(u16::from_le_bytes(b[112..114].try_into().unwrap()), 181);
+        assert_eq!(decode(&b), Ok(Record::Drop(d)));
+        // A version-1 drop (no policy block) is refused, not misread.
+        let mut old = b.clone();
+        old[1] = 1;
+        assert!(matches!(decode(&old), Err(DecodeError::OldVersion { .. })));
+    }
+
+    #[test]
+    fn decodes_a_policy_verdict_record() {
+        let t = tcp_syn();
+        let p = PolicyVerdictRecord {
+            hdr: RecordHeader {
+                kind: kind::POLICY_VERDICT,
+                version: POLICY_VERDICT_VERSION,
+                len: 112,
+                ..t.hdr
+            },
+            pkt: t.pkt,
+            policy: policy_info(verdict::ALLOWED),
+        };
+        let got = decode(&bytes(&p)).unwrap();
+        assert_eq!(got.policy().map(|p| p.verdict), Some(verdict::ALLOWED));
+        assert_eq!(got, Record::PolicyVerdict(p));
+        // Shorter than its header claims: refused.
+        assert!(matches!(decode(&bytes(&p)[..100]), Err(DecodeError::Truncated { .. })));
     }
 }

@@ -25,6 +25,8 @@ pub struct FlowEvent {
     pub ifname: Option<Arc<str>>,
     /// `<cluster>/<node>`.
     pub node_name: Arc<str>,
+    /// For policy verdicts and policy drops: the policies that decided.
+    pub policies: Option<Arc<Vec<lumen_api::flow::Policy>>>,
 }
 
 /// Where lost events were lost (`flow.LostEventSource`).

@@ -6,7 +6,10 @@ use crate::{
     events::{Event, FlowEvent, LostInfo, LostSource},
     ipcache::EndpointInfo,
 };
-use lumen_abi::{hdr_flags, ipver, kind, l4_flags, obs, proto, tcp, PacketInfo};
+use lumen_abi::{
+    direction, drop_reason, hdr_flags, ipver, kind, l4_flags, obs, proto, tcp, verdict, PacketInfo,
+    PolicyInfo,
+};
 use lumen_api::{
     flow::{
         self, layer4::Protocol, CiliumEventType, Endpoint, Ethernet, Flow, Ip, Layer4,
@@ -244,10 +247,7 @@ fn monitor_obs_point(point: u8) -> i32 {
 
 /// Builds the full `flow.Flow` of a flow event.
 pub fn flow(ev: &FlowEvent) -> Flow {
-    let (hdr, pkt) = match &ev.record {
-        Record::Trace(t) => (&t.hdr, &t.pkt),
-        Record::Drop(d) => (&d.hdr, &d.pkt),
-    };
+    let (hdr, pkt) = (ev.record.header(), ev.record.packet());
     let reply =
         (hdr.flags & hdr_flags::REPLY_KNOWN != 0).then_some(hdr.flags & hdr_flags::IS_REPLY != 0);
     let (l4, summary) = l4(pkt);
@@ -301,9 +301,58 @@ pub fn flow(ev: &FlowEvent) -> Flow {
                 r#type: kind::DROP as i32,
                 sub_type: d.drop_reason as i32,
             });
+            if d.policy.direction != 0 {
+                apply_policy(&mut f, &d.policy, ev);
+            }
+        }
+        Record::PolicyVerdict(p) => {
+            f.event_type = Some(CiliumEventType {
+                r#type: kind::POLICY_VERDICT as i32,
+                sub_type: 0,
+            });
+            f.verdict = match p.policy.verdict {
+                verdict::DENIED => {
+                    let reason = policy_drop_reason(&p.policy);
+                    f.drop_reason = reason as u32;
+                    f.drop_reason_desc = reason as i32;
+                    flow::Verdict::Dropped
+                }
+                verdict::AUDIT => flow::Verdict::Audit,
+                _ => flow::Verdict::Forwarded,
+            } as i32;
+            apply_policy(&mut f, &p.policy, ev);
         }
     }
     f
+}
+
+/// The drop reason of a policy denial: an explicit deny rule, or no allow rule.
+fn policy_drop_reason(p: &PolicyInfo) -> u16 {
+    if p.rule_ref == lumen_abi::RULE_REF_NONE {
+        drop_reason::POLICY_DENIED
+    } else {
+        drop_reason::POLICY_DENY
+    }
+}
+
+/// Direction, match type and the policies that decided, from a kernel policy block.
+fn apply_policy(f: &mut Flow, p: &PolicyInfo, ev: &FlowEvent) {
+    let ingress = p.direction == direction::INGRESS;
+    f.traffic_direction = if ingress {
+        flow::TrafficDirection::Ingress
+    } else {
+        flow::TrafficDirection::Egress
+    } as i32;
+    f.policy_match_type = p.match_type as u32;
+    let Some(named) = &ev.policies else { return };
+    let named = (**named).clone();
+    let allowed = p.verdict == verdict::ALLOWED;
+    match (ingress, allowed) {
+        (true, true) => f.ingress_allowed_by = named,
+        (false, true) => f.egress_allowed_by = named,
+        (true, false) => f.ingress_denied_by = named,
+        (false, false) => f.egress_denied_by = named,
+    }
 }
 
 /// Builds the `flow.LostEvent` of a loss report.
@@ -367,7 +416,71 @@ mod tests {
             endpoint_id: 3,
             ifname: Some("lxc1".into()),
             node_name: "lab/node1".into(),
+            policies: None,
         }
+    }
+
+    fn policy_record(v: u8, rule_ref: u32) -> Record {
+        let t = tcp_syn();
+        Record::PolicyVerdict(lumen_abi::PolicyVerdictRecord {
+            hdr: lumen_abi::RecordHeader {
+                kind: kind::POLICY_VERDICT,
+                len: 112,
+                ..t.hdr
+            },
+            pkt: t.pkt,
+            policy: PolicyInfo {
+                endpoint_id: 3,
+                local_identity: 31002,
+                remote_identity: 40211,
+                rule_ref,
+                direction: direction::EGRESS,
+                match_type: if rule_ref == lumen_abi::RULE_REF_NONE { 0 } else { 2 },
+                verdict: v,
+                _pad: [0; 5],
+            },
+        })
+    }
+
+    fn named(name: &str) -> Option<Arc<Vec<flow::Policy>>> {
+        Some(Arc::new(vec![flow::Policy {
+            name: name.into(),
+            namespace: "shop".into(),
+            kind: "CiliumNetworkPolicy".into(),
+            ..Default::default()
+        }]))
+    }
+
+    #[test]
+    fn policy_verdicts_carry_verdict_reason_direction_and_policy() {
+        let mut e = ev(tcp_syn());
+        e.record = policy_record(verdict::DENIED, lumen_abi::RULE_REF_NONE);
+        e.policies = named("default-deny");
+        let f = flow(&e);
+        assert_eq!(f.event_type.as_ref().unwrap().r#type, 5);
+        assert_eq!(f.verdict, flow::Verdict::Dropped as i32);
+        assert_eq!(f.drop_reason_desc, flow::DropReason::PolicyDenied as i32);
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
+        assert_eq!(f.policy_match_type, 0);
+        assert_eq!(f.egress_denied_by[0].name, "default-deny");
+        assert!(f.egress_allowed_by.is_empty() && f.ingress_denied_by.is_empty());
+
+        e.record = policy_record(verdict::DENIED, 4);
+        e.policies = named("deny-db");
+        let f = flow(&e);
+        assert_eq!(f.drop_reason_desc, flow::DropReason::PolicyDeny as i32);
+
+        e.record = policy_record(verdict::ALLOWED, 4);
+        e.policies = named("allow-db");
+        let f = flow(&e);
+        assert_eq!(f.verdict, flow::Verdict::Forwarded as i32);
+        assert_eq!(f.drop_reason_desc, 0);
+        assert_eq!(f.policy_match_type, 2);
+        assert_eq!(f.egress_allowed_by[0].name, "allow-db");
+
+        e.record = policy_record(verdict::AUDIT, lumen_abi::RULE_REF_NONE);
+        let f = flow(&e);
+        assert_eq!(f.verdict, flow::Verdict::Audit as i32);
     }
 
     #[test]

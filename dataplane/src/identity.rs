@@ -58,6 +58,11 @@ pub fn pod_labels(pod: &Pod, ns: Option<&Namespace>, cluster: &str) -> Vec<Strin
             out.insert(format!("k8s:io.cilium.k8s.namespace.labels.{k}={v}"));
         }
     }
+    // Kubernetes labels every namespace with its name; policies select namespaces by it.
+    out.insert(format!(
+        "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name={}",
+        pod.namespace
+    ));
     out.into_iter().collect()
 }
 
@@ -65,6 +70,10 @@ pub fn pod_labels(pod: &Pod, ns: Option<&Namespace>, cluster: &str) -> Vec<Strin
 pub fn reserved_labels(id: u32) -> Vec<String> {
     let name = match id {
         reserved::HOST => "host",
+        7 => "kube-apiserver",
+        8 => "ingress",
+        9 => "world-ipv4",
+        10 => "world-ipv6",
         reserved::WORLD => "world",
         reserved::UNMANAGED => "unmanaged",
         reserved::HEALTH => "health",
@@ -142,6 +151,7 @@ mod tests {
             ips: vec![],
             host_network: false,
             owner: None,
+            named_ports: Default::default(),
         }
     }
 

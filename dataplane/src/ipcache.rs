@@ -9,7 +9,7 @@ use crate::{
     state::ClusterState,
 };
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     sync::Arc,
 };
@@ -49,6 +49,9 @@ pub struct IpCache {
     by_ifindex: HashMap<u32, LocalInterface>,
     uplinks: HashMap<u32, Arc<str>>,
     world: Arc<EndpointInfo>,
+    identities: BTreeMap<u32, Vec<String>>,
+    /// Names policies in flows; set after the policy regeneration.
+    pub attribution: Arc<crate::policy::Attribution>,
 }
 
 /// Inputs besides the cluster state.
@@ -92,6 +95,12 @@ impl IpCache {
             world: reserved_info(reserved::WORLD, node.cluster),
             ..Default::default()
         };
+        for id in 1..=10 {
+            cache.identities.insert(id, identity::reserved_labels(id));
+        }
+        for (labels, id) in &ids {
+            cache.identities.insert(*id, labels.clone());
+        }
         let remote = reserved_info(reserved::REMOTE_NODE, node.cluster);
         let host = reserved_info(reserved::HOST, node.cluster);
         for n in state.nodes.values() {
@@ -168,6 +177,45 @@ impl IpCache {
             .get(ip)
             .cloned()
             .unwrap_or_else(|| self.world.clone())
+    }
+
+    /// Every identity in use with its labels (reserved ones included).
+    pub fn identities(&self) -> &BTreeMap<u32, Vec<String>> {
+        &self.identities
+    }
+
+    /// Every known address with its identity.
+    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        self.by_ip.iter().map(|(ip, info)| (*ip, info.identity))
+    }
+
+    /// Every local pod interface by ifindex.
+    pub fn locals(&self) -> impl Iterator<Item = (&u32, &LocalInterface)> {
+        self.by_ifindex.iter()
+    }
+
+    /// The addresses of a local endpoint.
+    pub fn ips_of_endpoint(&self, id: u32) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .by_ip
+            .iter()
+            .filter(|(_, i)| i.id == id && id != 0)
+            .map(|(ip, _)| *ip)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Who a kernel-reported identity is when the ipcache knows it only as the world:
+    /// a CIDR identity from policy.
+    pub fn cidr_endpoint(&self, identity: u32) -> Option<Arc<EndpointInfo>> {
+        let labels = self.attribution.cidr_labels.get(&identity)?;
+        Some(Arc::new(EndpointInfo {
+            identity,
+            cluster_name: self.world.cluster_name.clone(),
+            labels: (**labels).clone(),
+            ..Default::default()
+        }))
     }
 
     /// The local pod interface with this ifindex.

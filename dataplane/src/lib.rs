@@ -1,7 +1,8 @@
 //! The Lumen node agent: loads the eBPF datapath, wires pods in through the CNI plugin's
 //! local API, turns the datapath's records into Hubble flows, keeps them in a bounded ring
-//! and serves the Hubble Observer API.
+//! serves the Hubble Observer API, and enforces network policy.
 
+pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod datapath;
@@ -17,5 +18,6 @@ pub mod node_setup;
 pub mod observer;
 pub mod peer;
 pub mod pipeline;
+pub mod policy;
 pub mod ring;
 pub mod state;

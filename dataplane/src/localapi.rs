@@ -1,5 +1,6 @@
-//! The local API server: one JSON request per line from the CNI plugin, one JSON response
-//! per line back (see `lumen_cni::protocol`). Only reachable through a unix socket.
+//! The local API server: one JSON request per line from the CNI plugin (see
+//! `lumen_cni::protocol`) or the `lumen` admin CLI (see [`crate::admin`]), one JSON
+//! response per line back. Only reachable through a unix socket.
 
 use crate::agent::Agent;
 use lumen_cni::protocol::{Request, Response};
@@ -47,6 +48,17 @@ async fn connection(stream: UnixStream, agent: Arc<Agent>) -> std::io::Result<()
                     line.len()
                 ),
             }
+        } else if crate::admin::is_admin(&line) {
+            let resp = match serde_json::from_str::<crate::admin::AdminRequest>(&line) {
+                Ok(req) => crate::admin::handle(&agent, req),
+                Err(e) => crate::admin::AdminResponse::Error {
+                    message: format!("malformed request: {e}"),
+                },
+            };
+            let mut out = serde_json::to_vec(&resp).expect("serializable");
+            out.push(b'\n');
+            wr.write_all(&out).await?;
+            continue;
         } else {
             match serde_json::from_str::<Request>(&line) {
                 Ok(req) => agent.handle(req).await,

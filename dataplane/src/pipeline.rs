@@ -3,7 +3,7 @@
 //! on byte fixtures.
 
 use crate::{
-    decode::{decode, DecodeError, Record},
+    decode::{decode, DecodeError},
     events::{Event, FlowEvent},
     ipcache::IpCache,
 };
@@ -76,18 +76,30 @@ impl Pipeline {
     /// Decodes and enriches one record.
     pub fn ingest(&mut self, bytes: &[u8], ipcache: &IpCache) -> Result<Event, DecodeError> {
         let record = decode(bytes)?;
-        let (hdr, pkt) = match &record {
-            Record::Trace(t) => (&t.hdr, &t.pkt),
-            Record::Drop(d) => (&d.hdr, &d.pkt),
-        };
+        let (hdr, pkt) = (record.header(), record.packet());
         let local = ipcache.local(hdr.ifindex);
-        let (source, destination) = match (
+        let (mut source, mut destination) = match (
             ip_of(&pkt.src_ip, pkt.ip_version),
             ip_of(&pkt.dst_ip, pkt.ip_version),
         ) {
             (Some(s), Some(d)) => (ipcache.lookup(&s), ipcache.lookup(&d)),
             _ => Default::default(),
         };
+        let mut policies = None;
+        if let Some(info) = record.policy() {
+            // The kernel knew the peer by a CIDR identity the address map does not hold.
+            if let Some(cidr) = ipcache.cidr_endpoint(info.remote_identity) {
+                if info.direction == lumen_abi::direction::EGRESS {
+                    destination = cidr;
+                } else {
+                    source = cidr;
+                }
+            }
+            let named = ipcache.attribution.policies(info);
+            if !named.is_empty() {
+                policies = Some(Arc::new(named));
+            }
+        }
         Ok(Event::Flow(FlowEvent {
             time_ns: self.clock.wall(hdr.ktime_ns),
             uuid: self.rng.u128(..),
@@ -97,6 +109,7 @@ impl Pipeline {
             endpoint_id: local.map(|l| l.endpoint.id).unwrap_or(0),
             ifname: ipcache.ifname(hdr.ifindex),
             node_name: self.node_name.clone(),
+            policies,
         }))
     }
 }

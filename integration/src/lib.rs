@@ -33,6 +33,7 @@ pub mod hubble;
 mod lab;
 pub mod manifest;
 pub mod netns;
+pub mod policy;
 mod node;
 mod pod;
 mod process;

@@ -88,6 +88,7 @@ async fn run(args: Args) -> Result<()> {
         aggregation = ?cfg.bpf.monitor_aggregation,
         "datapath loaded"
     );
+    let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;
     let lost = reader::LostCounters::new(datapath.take_lost()?);
 
@@ -97,6 +98,7 @@ async fn run(args: Args) -> Result<()> {
     let agent = Agent::new(
         cfg.clone(),
         datapath,
+        Some(maps),
         endpoints,
         state_rx.clone(),
         Some(refresher),
@@ -106,13 +108,13 @@ async fn run(args: Args) -> Result<()> {
     agent.reconcile_datapath()?;
     agent.prepare_node().await;
 
-    // Keep the ipcache in step with the state source.
+    // Keep identities, the ipcache and policy in step with the state source.
     {
         let agent = agent.clone();
         let mut rx = state_rx;
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
-                agent.rebuild_ipcache();
+                agent.regenerate();
             }
         });
     }

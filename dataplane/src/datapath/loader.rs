@@ -391,6 +391,11 @@ impl Datapath {
         })
     }
 
+    /// Takes a map out of the object (each can be taken once).
+    pub fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
+        self.ebpf.take_map(name).ok_or(DatapathError::Missing(name))
+    }
+
     /// Takes the per-CPU lost-record counters for the reader.
     pub fn take_lost(&mut self) -> Result<PerCpuArray<MapData, u64>, DatapathError> {
         let map = self

@@ -1,8 +1,9 @@
 //! The eBPF datapath as the agent sees it: loading and pinning the object, attaching its
 //! programs to interfaces (adopting what a previous agent left pinned), configuring it,
-//! and reading its ring buffer.
+//! filling its identity and policy maps, and reading its ring buffer.
 
 mod loader;
+pub mod maps;
 pub mod reader;
 
 pub use loader::{AttachOutcome, Datapath, DatapathError, Hook};

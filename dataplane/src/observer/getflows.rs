@@ -274,6 +274,7 @@ mod tests {
             endpoint_id: 0,
             ifname: None,
             node_name: "lab/n1".into(),
+            policies: None,
         }))
     }
 

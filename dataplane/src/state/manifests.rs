@@ -46,18 +46,23 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<Vec<Object>, ManifestErr
         if value.is_null() {
             continue; // an empty document between `---` separators
         }
-        let obj: Object = serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
-            path: path.into(),
-            source,
-        })?;
+        let mut obj: Object =
+            serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
+                path: path.into(),
+                source,
+            })?;
+        let origin: Arc<str> = path.display().to_string().into();
+        obj.source = Some(origin.clone());
         if obj.kind.ends_with("List") && !obj.items.is_empty() {
             for item in &obj.items {
-                out.push(serde_yaml::from_value(item.clone()).map_err(|source| {
+                let mut o: Object = serde_yaml::from_value(item.clone()).map_err(|source| {
                     ManifestError::Parse {
                         path: path.into(),
                         source,
                     }
-                })?);
+                })?;
+                o.source = Some(origin.clone());
+                out.push(o);
             }
         } else {
             out.push(obj);
@@ -71,6 +76,8 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<Vec<Object>, ManifestErr
 pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, (Option<SystemTime>, u64, Vec<Object>)>,
+    /// Files whose current version failed, with the error (cleared when fixed or removed).
+    errors: BTreeMap<PathBuf, String>,
 }
 
 impl ManifestDir {
@@ -79,6 +86,7 @@ impl ManifestDir {
         ManifestDir {
             dir: dir.into(),
             files: BTreeMap::new(),
+            errors: BTreeMap::new(),
         }
     }
 
@@ -118,9 +126,10 @@ impl ManifestDir {
             seen.insert(path, (meta.modified().ok(), meta.len()));
         }
         let mut changed = false;
-        let before = self.files.len();
+        let before = (self.files.len(), self.errors.len());
         self.files.retain(|p, _| seen.contains_key(p));
-        changed |= self.files.len() != before;
+        self.errors.retain(|p, _| seen.contains_key(p));
+        changed |= (self.files.len(), self.errors.len()) != before;
         for (path, (mtime, len)) in seen {
             if let Some((m, l, _)) = self.files.get(&path) {
                 if *m == mtime && *l == len {
@@ -135,6 +144,7 @@ impl ManifestDir {
                 .and_then(|text| parse_objects(&path, &text));
             match parsed {
                 Ok(objs) => {
+                    self.errors.remove(&path);
                     self.files.insert(path, (mtime, len, objs));
                     changed = true;
                 }
@@ -146,7 +156,9 @@ impl ManifestDir {
                         .remove(&path)
                         .map(|(_, _, o)| o)
                         .unwrap_or_default();
-                    self.files.insert(path, (mtime, len, prev));
+                    self.files.insert(path.clone(), (mtime, len, prev));
+                    self.errors.insert(path, e.to_string());
+                    changed = true;
                     errors.push(e);
                 }
             }
@@ -156,7 +168,11 @@ impl ManifestDir {
 
     /// The state built from all files' objects.
     pub fn state(&self) -> (ClusterState, Vec<String>) {
-        ClusterState::from_objects(self.files.values().flat_map(|(_, _, o)| o.iter().cloned()))
+        let (mut st, problems) = ClusterState::from_objects(
+            self.files.values().flat_map(|(_, _, o)| o.iter().cloned()),
+        );
+        st.source_errors = self.errors.values().cloned().collect();
+        (st, problems)
     }
 }
 

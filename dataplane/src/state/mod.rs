@@ -1,5 +1,5 @@
-//! The agent's desired state: the Kubernetes objects it acts on (Namespaces, Pods, Nodes for
-//! now), whatever delivers them. Today a watched directory of manifests
+//! The agent's desired state: the Kubernetes objects it acts on (Namespaces, Pods, Nodes,
+//! network policies), whatever delivers them. Today a watched directory of manifests
 //! ([`manifests`]); later a Kubernetes watcher feeds the same [`ClusterState`].
 
 pub mod manifests;
@@ -20,6 +20,9 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, Node>,
     /// Every object as delivered, by (kind, namespace, name), for kinds later features read.
     pub objects: BTreeMap<ObjectKey, Object>,
+    /// Sources that currently fail (e.g. a manifest that does not parse: its previous
+    /// objects are kept), one message each naming the file.
+    pub source_errors: Vec<String>,
 }
 
 impl ClusterState {

@@ -44,6 +44,12 @@ pub struct Object {
     /// `items` of a `List`.
     #[serde(default)]
     pub items: Vec<serde_yaml::Value>,
+    /// `specs` (CiliumNetworkPolicy's list form), kept raw.
+    #[serde(default)]
+    pub specs: serde_yaml::Value,
+    /// Where the object came from (a manifest file), for error messages.
+    #[serde(skip)]
+    pub source: Option<std::sync::Arc<str>>,
 }
 
 /// `metadata`.
@@ -62,6 +68,12 @@ pub struct Metadata {
     /// `ownerReferences`.
     #[serde(default)]
     pub owner_references: Vec<OwnerRef>,
+    /// `annotations`.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `generation`, when the source keeps one.
+    #[serde(default)]
+    pub generation: Option<u64>,
 }
 
 /// One `ownerReferences` entry.
@@ -160,6 +172,8 @@ pub struct Pod {
     pub host_network: bool,
     /// Controller owner, if any.
     pub owner: Option<OwnerRef>,
+    /// Named container ports: name → (IP protocol number, port).
+    pub named_ports: BTreeMap<String, (u8, u16)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -171,6 +185,24 @@ struct PodSpec {
     service_account_name: String,
     #[serde(default)]
     host_network: bool,
+    #[serde(default)]
+    containers: Vec<Container>,
+}
+
+#[derive(Deserialize, Default)]
+struct Container {
+    #[serde(default)]
+    ports: Vec<ContainerPort>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPort {
+    #[serde(default)]
+    name: String,
+    container_port: u16,
+    #[serde(default)]
+    protocol: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -226,6 +258,20 @@ impl Pod {
             ips,
             host_network: spec.host_network,
             owner: o.metadata.owner_references.first().cloned(),
+            named_ports: spec
+                .containers
+                .iter()
+                .flat_map(|c| &c.ports)
+                .filter(|p| !p.name.is_empty())
+                .map(|p| {
+                    let proto = match p.protocol.as_str() {
+                        "UDP" => 17,
+                        "SCTP" => 132,
+                        _ => 6,
+                    };
+                    (p.name.clone(), (proto, p.container_port))
+                })
+                .collect(),
         })
     }
 }

@@ -3,6 +3,11 @@
 //! not exist yet), node1's Hubble Observer API on the host at 127.0.0.1:4244 and the relay
 //! on 127.0.0.1:4245, until Ctrl-C (which tears everything down).
 //!
+//! Policy, as the homelab's apps ship it: a default-deny baseline for the namespace, allow
+//! rules for the intended traffic (frontend clients → servers), and one deliberately missing
+//! rule: the `clientNb` pods (app=client but not tier=frontend) have no egress allow, so
+//! `hubble observe --verdict policy_denied` shows real denials right away.
+//!
 //! The relay runs in the host namespace. It discovers the nodes through node1's peer
 //! service over node1's unix socket, and reaches every agent through its unix socket
 //! (`nodeAddresses` in `<labdir>/relay.yaml`): the InternalIPs the peer service advertises
@@ -14,6 +19,50 @@ use lumen_integration::{
 };
 use std::time::Duration;
 
+/// The demo namespace's policies (see the module docs).
+const DEMO_POLICY: &str = r#"# Baseline: nothing in or out of demo unless a rule below allows it.
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: default-deny
+  namespace: demo
+spec:
+  description: default deny for the namespace
+  endpointSelector: {}
+  ingress:
+  - {}
+  egress:
+  - {}
+---
+# Frontend clients may talk to the servers (TCP 8080, UDP 5353; ICMP needs L3-only).
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: frontend-egress
+  namespace: demo
+spec:
+  endpointSelector:
+    matchLabels: {app: client, tier: frontend}
+  egress:
+  - toEndpoints:
+    - matchLabels: {app: server}
+---
+# Servers accept every client pod (the missing piece is on the client side).
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: server-ingress
+  namespace: demo
+spec:
+  podSelector:
+    matchLabels: {app: server}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {app: client}
+"#;
+
 fn main() -> Result<()> {
     install_interrupt_handler();
     let lab = Lab::new("demo")?;
@@ -21,6 +70,7 @@ fn main() -> Result<()> {
     let mut keep = vec![];
     let mut pods = vec![]; // dropping a pod handle deletes the pod
     let mut lines = vec![];
+    lumen_integration::policy::write(&lab, "demo-policy.yaml", DEMO_POLICY)?;
     for (i, name) in ["node1", "node2"].into_iter().enumerate() {
         let node = lab.add_node(name)?;
         eprintln!(
@@ -100,6 +150,8 @@ fn main() -> Result<()> {
          \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\n\
          Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
          \x20     {hubble} observe -f --pod demo/client\n\
+         \x20     {hubble} observe --verdict policy_denied     # client1b/client2b lack an egress allow\n\
+         \x20     {lumen} --socket {sock} policy get   # node1's effective policy\n\
          \x20     {hubble} status\n\
          \x20     python3 integration/clients/observe.py --server 127.0.0.1:4245 --last 5\n\
          \x20     grpcurl -plaintext -import-path schema/api/proto -proto observer/observer.proto \\\n\
@@ -110,6 +162,8 @@ fn main() -> Result<()> {
         lines.join("\n"),
         lab.dir().join("relay.yaml").display(),
         relay.log_path().display(),
+        lumen = lumen_integration::find_binary("lumen").map(|p| p.display().to_string()).unwrap_or_else(|_| "lumen".into()),
+        sock = node1.agent_socket().display(),
         hubble = lumen_integration::find_binary("hubble").map(|p| p.display().to_string()).unwrap_or_else(|_| "hubble".into()),
     );
     lab.run_until_interrupted();

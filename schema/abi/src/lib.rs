@@ -18,14 +18,16 @@ pub mod kind {
     pub const DROP: u8 = 1;
     /// A packet was seen at an observation point (body: [`super::TraceRecord`]).
     pub const TRACE: u8 = 4;
-    /// A policy decision for a new connection (reserved for the policy dataplane).
+    /// A policy decision for a new connection (body: [`super::PolicyVerdictRecord`]).
     pub const POLICY_VERDICT: u8 = 5;
 }
 
 /// Current version of each record body. A reader accepts versions up to the one it knows.
 pub const TRACE_VERSION: u8 = 1;
-/// Current version of [`DropRecord`].
-pub const DROP_VERSION: u8 = 1;
+/// Current version of [`DropRecord`] (2: carries [`PolicyInfo`]).
+pub const DROP_VERSION: u8 = 2;
+/// Current version of [`PolicyVerdictRecord`].
+pub const POLICY_VERDICT_VERSION: u8 = 1;
 
 /// Observation points, numbered like `flow.TraceObservationPoint`.
 pub mod obs {
@@ -228,7 +230,59 @@ pub struct TraceRecord {
 }
 const _: () = assert!(core::mem::size_of::<TraceRecord>() == 112);
 
-/// A dropped packet ([`kind::DROP`]). 96 bytes.
+/// Drop reasons the programs emit, numbered like `flow.DropReason`.
+pub mod drop_reason {
+    /// No rule allows the traffic and the endpoint is default-deny in that direction.
+    pub const POLICY_DENIED: u16 = 133;
+    /// An explicit deny rule matched.
+    pub const POLICY_DENY: u16 = 181;
+}
+
+/// Traffic directions, numbered like `flow.TrafficDirection`.
+pub mod direction {
+    /// Entering the endpoint.
+    pub const INGRESS: u8 = 1;
+    /// Leaving the endpoint.
+    pub const EGRESS: u8 = 2;
+}
+
+/// Outcomes of a policy decision ([`PolicyInfo::verdict`]).
+pub mod verdict {
+    /// Allowed by a rule, or the direction is not enforced.
+    pub const ALLOWED: u8 = 1;
+    /// Denied (the packet is dropped).
+    pub const DENIED: u8 = 2;
+    /// Would be denied, but audit mode lets it through.
+    pub const AUDIT: u8 = 3;
+}
+
+/// [`PolicyInfo::rule_ref`] when no rule matched (default deny).
+pub const RULE_REF_NONE: u32 = u32::MAX;
+
+/// What a policy decision was based on. 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// Node-local endpoint id whose policy was evaluated.
+    pub endpoint_id: u32,
+    /// That endpoint's identity.
+    pub local_identity: u32,
+    /// The peer's identity, from the kernel ipcache (world when unknown).
+    pub remote_identity: u32,
+    /// Which rule decided ([`PolicyValue::rule_ref`]), [`RULE_REF_NONE`] for default deny.
+    pub rule_ref: u32,
+    /// One of [`direction`].
+    pub direction: u8,
+    /// `flow.policy_match_type` of the matching entry (0 when none matched).
+    pub match_type: u8,
+    /// One of [`verdict`].
+    pub verdict: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(core::mem::size_of::<PolicyInfo>() == 24);
+
+/// A dropped packet ([`kind::DROP`]). 120 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropRecord {
@@ -236,12 +290,133 @@ pub struct DropRecord {
     pub hdr: RecordHeader,
     /// The parsed packet.
     pub pkt: PacketInfo,
-    /// Drop reason, numbered like `flow.DropReason`.
+    /// The policy decision behind a policy drop (zero otherwise).
+    pub policy: PolicyInfo,
+    /// Drop reason, one of [`drop_reason`] (numbered like `flow.DropReason`).
     pub drop_reason: u16,
     /// Explicit padding; zero.
     pub _pad: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<DropRecord>() == 96);
+const _: () = assert!(core::mem::size_of::<DropRecord>() == 120);
+
+/// The policy decision for the first packet of a connection at an enforcing endpoint
+/// ([`kind::POLICY_VERDICT`]). 112 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyVerdictRecord {
+    /// Common header; `kind == POLICY_VERDICT`.
+    pub hdr: RecordHeader,
+    /// The parsed packet.
+    pub pkt: PacketInfo,
+    /// The decision.
+    pub policy: PolicyInfo,
+}
+const _: () = assert!(core::mem::size_of::<PolicyVerdictRecord>() == 112);
+
+/// Key data of the kernel ipcache (LPM trie): an address, IPv4 as IPv4-mapped IPv6
+/// (`::ffff:a.b.c.d`, prefix length + 96) so both families share one trie. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpcacheKey {
+    /// The address bytes, network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<IpcacheKey>() == 16);
+
+/// Value of the kernel ipcache. 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpcacheValue {
+    /// Security identity of the address or prefix.
+    pub identity: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<IpcacheValue>() == 8);
+
+/// Bits of [`EndpointValue::flags`].
+pub mod ep_flags {
+    /// Ingress is default-deny: traffic not allowed by a rule is denied.
+    pub const INGRESS_ENFORCED: u32 = 1 << 0;
+    /// Egress is default-deny.
+    pub const EGRESS_ENFORCED: u32 = 1 << 1;
+    /// Default-deny on ingress is in audit mode (report AUDIT, let through).
+    pub const INGRESS_AUDIT: u32 = 1 << 2;
+    /// Default-deny on egress is in audit mode.
+    pub const EGRESS_AUDIT: u32 = 1 << 3;
+}
+
+/// Value of the `ENDPOINTS` hash (key: host-side veth ifindex, `u32`). 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointValue {
+    /// Node-local endpoint id (the policy map's `endpoint_id`).
+    pub endpoint_id: u32,
+    /// The endpoint's identity.
+    pub identity: u32,
+    /// Bits from [`ep_flags`].
+    pub flags: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<EndpointValue>() == 16);
+
+/// Key data of the `POLICY` LPM trie. 12 bytes. The prefix always covers `endpoint_id`,
+/// `identity` and `direction` (72 bits); 80 adds `proto`; 80 + n adds the first n bits of
+/// `port_be`. Identity 0 means "any peer" and is looked up second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    /// Node-local endpoint id.
+    pub endpoint_id: u32,
+    /// Peer identity (0: any).
+    pub identity: u32,
+    /// One of [`direction`].
+    pub direction: u8,
+    /// IP protocol (meaningful when the prefix covers it).
+    pub proto: u8,
+    /// Destination port, big-endian so that port prefixes are bit prefixes.
+    pub port_be: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
+
+/// Prefix bits of a [`PolicyKey`] that match any protocol and port.
+pub const POLICY_PREFIX_ANY_PROTO: u32 = 72;
+/// Prefix bits of a [`PolicyKey`] that match a protocol and any port.
+pub const POLICY_PREFIX_PROTO: u32 = 80;
+/// Prefix bits of a [`PolicyKey`] that match an exact port.
+pub const POLICY_PREFIX_FULL: u32 = 96;
+
+/// Policy actions ([`PolicyValue::action`]).
+pub mod action {
+    /// Allow.
+    pub const ALLOW: u8 = 1;
+    /// Deny.
+    pub const DENY: u8 = 2;
+}
+
+/// Bits of [`PolicyValue::flags`].
+pub mod policy_flags {
+    /// A deny from an audit-mode policy: report AUDIT, let through.
+    pub const AUDIT: u8 = 1 << 0;
+}
+
+/// Value of the `POLICY` LPM trie. 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyValue {
+    /// One of [`action`].
+    pub action: u8,
+    /// Bits from [`policy_flags`].
+    pub flags: u8,
+    /// `flow.policy_match_type` of this entry.
+    pub match_type: u8,
+    /// Explicit padding; zero.
+    pub _pad: u8,
+    /// The agent's id for the policy this entry comes from (stable while the agent runs).
+    pub rule_ref: u32,
+}
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
 
 /// Conntrack key: one connection as seen at one interface. 44 bytes.
 ///
@@ -328,6 +503,12 @@ pub mod maps {
     pub const LOST: &str = "LOST";
     /// Runtime configuration array.
     pub const CONFIG: &str = "CONFIG";
+    /// Kernel ipcache: LPM trie address/prefix → identity.
+    pub const IPCACHE: &str = "IPCACHE";
+    /// Local endpoints: hash ifindex → endpoint id, identity, enforcement.
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    /// Policy: LPM trie (endpoint, identity, direction, proto, port) → allow/deny.
+    pub const POLICY: &str = "POLICY";
 }
 
 /// Names of the programs in the object.
@@ -350,4 +531,10 @@ mod pod {
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::TraceRecord {}
     unsafe impl aya::Pod for super::DropRecord {}
+    unsafe impl aya::Pod for super::PolicyVerdictRecord {}
+    unsafe impl aya::Pod for super::IpcacheKey {}
+    unsafe impl aya::Pod for super::IpcacheValue {}
+    unsafe impl aya::Pod for super::EndpointValue {}
+    unsafe impl aya::Pod for super::PolicyKey {}
+    unsafe impl aya::Pod for super::PolicyValue {}
 }

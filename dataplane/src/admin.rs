@@ -1,0 +1,201 @@
+//! The admin side of the local API, what `lumen status`, `lumen endpoint list`,
+//! `lumen policy get` and `lumen identity list` ask the agent (the operator's
+//! `cilium status` / `cilium endpoint list` habit). Same socket and framing as the CNI
+//! requests: one JSON object per line, told apart by `op`.
+
+use crate::{
+    agent::{Agent, PolicyReport},
+    policy::{regen::EndpointReport, PolicyStatus},
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An admin request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    /// Agent health and summary.
+    Status {},
+    /// Local endpoints.
+    EndpointList {},
+    /// Effective policy per endpoint (optionally one endpoint), and every policy's status.
+    PolicyGet {
+        /// Only this endpoint id.
+        #[serde(default)]
+        endpoint: Option<u32>,
+    },
+    /// Identities in use.
+    IdentityList {},
+}
+
+impl AdminRequest {
+    /// The `op` values admin requests use (everything else is a CNI request).
+    pub const OPS: [&'static str; 4] = ["status", "endpoint_list", "policy_get", "identity_list"];
+}
+
+/// `lumen status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `<cluster>/<node>`.
+    pub node: String,
+    /// Agent version.
+    pub version: String,
+    /// Seconds since the agent started.
+    pub uptime_seconds: u64,
+    /// Kernel release.
+    pub kernel: String,
+    /// Local endpoints.
+    pub endpoints: usize,
+    /// Endpoints default-deny on ingress / egress.
+    pub enforced: (usize, usize),
+    /// Identities in use.
+    pub identities: usize,
+    /// Policies in force.
+    pub policies: usize,
+    /// Policy objects whose latest version was rejected (message each).
+    pub rejected: Vec<String>,
+    /// Policy warnings (message each).
+    pub warnings: Vec<String>,
+    /// State-source problems.
+    pub source_errors: Vec<String>,
+    /// Kernel map entries: ipcache, endpoints, policy.
+    pub map_entries: (usize, usize, usize),
+    /// A failed map update, if the last one failed.
+    pub datapath_error: Option<String>,
+    /// `policyAuditMode`.
+    pub policy_audit_mode: bool,
+    /// Last regeneration time, µs, and how many ran.
+    pub regeneration: (u64, u64),
+    /// Hubble: flows in the ring, its capacity, flows seen.
+    pub flows: (usize, usize, u64),
+    /// `hubble.listenAddress`.
+    pub hubble_listen_address: String,
+}
+
+/// An admin answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AdminResponse {
+    /// `status`.
+    Status(StatusReport),
+    /// `endpoint_list`.
+    Endpoints {
+        /// Local endpoints.
+        endpoints: Vec<EndpointReport>,
+    },
+    /// `policy_get`.
+    Policy {
+        /// Endpoints with their rules.
+        endpoints: Vec<EndpointReport>,
+        /// Every policy object.
+        policies: Vec<PolicyStatus>,
+    },
+    /// `identity_list`.
+    Identities {
+        /// Identity → labels.
+        identities: BTreeMap<u32, Vec<String>>,
+    },
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Builds the status from a policy report and agent facts (a plain function for tests).
+pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
+    StatusReport {
+        node: agent.node_name.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: agent.started.elapsed().as_secs(),
+        kernel: kernel_release(),
+        endpoints: r.endpoints.len(),
+        enforced: (
+            r.endpoints.iter().filter(|e| e.ingress.enforced).count(),
+            r.endpoints.iter().filter(|e| e.egress.enforced).count(),
+        ),
+        identities: r.identities.len(),
+        policies: r.policies.iter().filter(|p| p.revision > 0).count(),
+        rejected: r.policies.iter().filter_map(|p| p.error.clone()).collect(),
+        warnings: r
+            .policies
+            .iter()
+            .flat_map(|p| {
+                p.warnings
+                    .iter()
+                    .map(move |w| format!("{} {}/{}: {w}", p.kind, p.namespace, p.name))
+            })
+            .collect(),
+        source_errors: r.source_errors.clone(),
+        map_entries: r.map_entries,
+        datapath_error: r.datapath_error.clone(),
+        policy_audit_mode: agent.cfg.policy_audit_mode,
+        regeneration: (r.regeneration_us, r.regenerations),
+        flows: (agent.ring.len(), agent.ring.capacity(), agent.ring.seen()),
+        hubble_listen_address: agent.cfg.hubble.listen_address.clone(),
+    }
+}
+
+/// Answers one admin request.
+pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
+    let r = agent.policy_report();
+    match req {
+        AdminRequest::Status {} => AdminResponse::Status(status(agent, &r)),
+        AdminRequest::EndpointList {} => AdminResponse::Endpoints {
+            endpoints: r.endpoints.clone(),
+        },
+        AdminRequest::PolicyGet { endpoint } => {
+            let endpoints: Vec<_> = r
+                .endpoints
+                .iter()
+                .filter(|e| endpoint.is_none_or(|id| e.id == id))
+                .cloned()
+                .collect();
+            if let (Some(id), true) = (endpoint, endpoints.is_empty()) {
+                return AdminResponse::Error {
+                    message: format!("no endpoint {id} on this node; `lumen endpoint list` shows them"),
+                };
+            }
+            AdminResponse::Policy {
+                endpoints,
+                policies: r.policies.clone(),
+            }
+        }
+        AdminRequest::IdentityList {} => AdminResponse::Identities {
+            identities: r.identities.clone(),
+        },
+    }
+}
+
+/// Whether a request line is an admin request (by its `op`).
+pub fn is_admin(line: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Op {
+        op: String,
+    }
+    serde_json::from_str::<Op>(line).is_ok_and(|o| AdminRequest::OPS.contains(&o.op.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_are_told_apart_from_cni_requests() {
+        let line = serde_json::to_string(&AdminRequest::PolicyGet { endpoint: Some(3) }).unwrap();
+        assert_eq!(line, r#"{"op":"policy_get","endpoint":3}"#);
+        assert!(is_admin(&line));
+        assert!(is_admin(r#"{"op":"status"}"#));
+        assert!(!is_admin(r#"{"op":"ipam_allocate","attachment":{}}"#));
+        assert!(!is_admin("not json"));
+        let back: AdminRequest = serde_json::from_str(r#"{"op":"policy_get"}"#).unwrap();
+        assert_eq!(back, AdminRequest::PolicyGet { endpoint: None });
+        assert!(serde_json::from_str::<AdminRequest>(r#"{"op":"status","x":1}"#).is_err());
+    }
+}
