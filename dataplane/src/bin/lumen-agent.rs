@@ -94,7 +94,7 @@ async fn run(args: Args) -> Result<()> {
 
     let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
     let (state_rx, refresher) =
-        state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(500));
+        state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(200));
     let agent = Agent::new(
         cfg.clone(),
         datapath,
