@@ -331,3 +331,95 @@ fn write_direction(
     }
     rules
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        endpoints::LocalEndpoint,
+        ipcache::NodeView,
+        policy::PolicyEngine,
+        state::manifests::parse_objects,
+    };
+    use std::path::Path;
+
+    const STATE: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: demo, labels: {app: client}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.100.1.2}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: server, namespace: demo, labels: {app: server}}\nspec: {nodeName: n1, containers: [{ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIP: 10.100.1.3}\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: allow-http, namespace: demo}\nspec:\n  endpointSelector: {matchLabels: {app: server}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: http, protocol: TCP}]}]\n  egress:\n  - toCIDRSet: [{cidr: 192.0.2.0/24, except: [192.0.2.7/32]}]\n";
+
+    fn setup() -> (IpCache, ClusterState, PolicySet) {
+        let (state, problems) =
+            ClusterState::from_objects(parse_objects(Path::new("t.yaml"), STATE).unwrap());
+        assert!(problems.is_empty(), "{problems:?}");
+        let locals: Vec<LocalEndpoint> = serde_json::from_str(
+            r#"[{"id":4,"spec":{"attachment":{"container_id":"c1","ifname":"eth0"},"netns":"/run/netns/x","host_ifname":"lxc4","host_ifindex":40,"ip":"10.100.1.3","mac":"02:00:00:00:00:01","pod_namespace":"demo","pod_name":"server"}}]"#,
+        )
+        .unwrap();
+        let cache = IpCache::build(
+            &state,
+            &locals,
+            &NodeView { node_name: "n1", cluster: "lab", host_ips: &[], uplinks: &[] },
+        );
+        let mut engine = PolicyEngine::default();
+        engine.update(&state);
+        (cache, state, engine.policy_set(false))
+    }
+
+    #[test]
+    fn a_policy_becomes_endpoint_flags_rules_and_cidr_identities() {
+        let (cache, state, set) = setup();
+        let mut refs = RuleRefs::default();
+        let r = regenerate(&cache, &state, &set, &mut refs);
+        let ep = r.maps.endpoints[&40];
+        assert_eq!(ep.endpoint_id, 4);
+        assert_eq!(ep.flags & ep_flags::INGRESS_ENFORCED, ep_flags::INGRESS_ENFORCED);
+        assert_eq!(ep.flags & ep_flags::EGRESS_ENFORCED, ep_flags::EGRESS_ENFORCED);
+        assert_eq!(ep.flags & (ep_flags::INGRESS_AUDIT | ep_flags::EGRESS_AUDIT), 0);
+
+        let client_id = cache.lookup(&"10.100.1.2".parse().unwrap()).identity;
+        // Ingress: the client's identity on TCP 8080 (the named port), exact port.
+        let (plen, key) = r
+            .maps
+            .policy
+            .keys()
+            .find(|(_, k)| k.direction == direction::INGRESS && k.identity == client_id)
+            .copied()
+            .expect("an ingress entry for the client");
+        assert_eq!(plen, lumen_abi::POLICY_PREFIX_FULL);
+        assert_eq!((key.proto, u16::from_be_bytes(key.port_be)), (6, 8080));
+        let v = r.maps.policy[&(plen, key)];
+        assert_eq!((v.action, v.match_type), (action::ALLOW, 2));
+        assert_eq!(r.attribution.rules[&v.rule_ref].name, "allow-http");
+        // The host always reaches its pods (allow-localhost).
+        assert!(r.maps.policy.keys().any(|(p, k)| *p == POLICY_PREFIX_ANY_PROTO
+            && k.identity == crate::identity::reserved::HOST
+            && k.direction == direction::INGRESS));
+
+        // Egress CIDR with except: two CIDR identities in the ipcache, only the outer allowed.
+        let cidr_ids: Vec<u32> = r.attribution.cidr_labels.keys().copied().collect();
+        assert_eq!(cidr_ids.len(), 2);
+        let egress: Vec<_> = r
+            .maps
+            .policy
+            .iter()
+            .filter(|((_, k), _)| k.direction == direction::EGRESS)
+            .collect();
+        assert_eq!(egress.len(), 1, "{egress:?}");
+        let allowed = egress[0].0 .1.identity;
+        assert!(r.attribution.cidr_labels[&allowed].contains(&"cidr:192.0.2.0/24".to_string()));
+        let (outer, _) = ipcache_prefix(&"192.0.2.0/24".parse().unwrap());
+        assert_eq!(r.maps.ipcache[&(outer, 120)], allowed);
+        // Pod addresses are in the kernel ipcache too, as /32 (128 in the mapped space).
+        let (addr, _) = ipcache_prefix(&"10.100.1.2/32".parse().unwrap());
+        assert_eq!(r.maps.ipcache[&(addr, 128)], client_id);
+        // Default deny names the policy that selects the endpoint.
+        assert_eq!(r.attribution.default_deny[&(4, direction::EGRESS)][0].name, "allow-http");
+    }
+
+    #[test]
+    fn rule_references_are_stable_across_regenerations() {
+        let (cache, state, set) = setup();
+        let mut refs = RuleRefs::default();
+        let a = regenerate(&cache, &state, &set, &mut refs);
+        let b = regenerate(&cache, &state, &set, &mut refs);
+        assert_eq!(a.maps, b.maps);
+    }
+}
