@@ -77,7 +77,7 @@ pub struct StatusReport {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum AdminResponse {
     /// `status`.
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     /// `endpoint_list`.
     Endpoints {
         /// Local endpoints.
@@ -146,7 +146,7 @@ pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
 pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
     let r = agent.policy_report();
     match req {
-        AdminRequest::Status {} => AdminResponse::Status(status(agent, &r)),
+        AdminRequest::Status {} => AdminResponse::Status(Box::new(status(agent, &r))),
         AdminRequest::EndpointList {} => AdminResponse::Endpoints {
             endpoints: r.endpoints.clone(),
         },

@@ -355,6 +355,79 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Underlay address of the lab's "outside world" router (see [`Lab::add_world`]).
+    pub const WORLD_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 77, 254);
+
+    /// Routes every node's pod CIDR from every other node through the underlay (node `n`
+    /// via `192.168.77.<n>`), so pods on different nodes reach each other without
+    /// encapsulation or NAT. Call after adding the nodes; idempotent.
+    pub fn route_pod_cidrs(&self) -> Result<()> {
+        let nodes = self.nodes();
+        for from in &nodes {
+            for to in nodes.iter().filter(|n| n.name() != from.name()) {
+                let via = to.ip().to_string();
+                netns::ip(&["-n", from.netns(), "route", "replace", to.pod_cidr(), "via", &via])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `addrs` the "world": addresses outside the cluster (neither pods nor nodes),
+    /// held by the underlay namespace, reachable from every node (default route via
+    /// [`Lab::WORLD_GATEWAY`]) and from every pod (pod CIDRs routed back to their nodes, no NAT).
+    /// Run servers on them with [`Lab::spawn_in_underlay`]. Call after adding the nodes.
+    pub fn add_world(&self, addrs: &[std::net::Ipv4Addr]) -> Result<()> {
+        let ul = self.underlay_netns();
+        let gw = format!("{}/24", Lab::WORLD_GATEWAY);
+        if !self.underlay_has_addr(&gw)? {
+            netns::ip(&["-n", ul, "addr", "add", &gw, "dev", BRIDGE])?;
+        }
+        for a in addrs {
+            let a = format!("{a}/32");
+            if !self.underlay_has_addr(&a)? {
+                netns::ip(&["-n", ul, "addr", "add", &a, "dev", "lo"])?;
+            }
+        }
+        for node in self.nodes() {
+            let via = node.ip().to_string();
+            netns::ip(&["-n", ul, "route", "replace", node.pod_cidr(), "via", &via])?;
+            let gw = Lab::WORLD_GATEWAY.to_string();
+            netns::ip(&["-n", node.netns(), "route", "replace", "default", "via", &gw])?;
+        }
+        Ok(())
+    }
+
+    fn underlay_has_addr(&self, cidr: &str) -> Result<bool> {
+        let out = std::process::Command::new("ip")
+            .args(["-n", self.underlay_netns(), "-o", "addr", "show"])
+            .output()
+            .context("running `ip addr show`")?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|w| w == cidr))
+    }
+
+    /// Starts `program args…` in the underlay namespace (e.g. a server on the
+    /// [`Lab::add_world`] addresses); output goes to a log file.
+    pub fn spawn_in_underlay<I, S>(&self, program: impl AsRef<std::ffi::OsStr>, args: I) -> Result<crate::Spawned>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        crate::process::spawn_in(&self.shared, self.underlay_netns(), "underlay", program, args)
+    }
+
+    /// Writes (or replaces) the manifest of Kubernetes namespace `name` with extra `labels`.
+    pub fn set_namespace_labels(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+        self.shared.ensure_alive()?;
+        let yaml = manifest::namespace_yaml(name, &manifest::labels(labels));
+        manifest::write_atomic(&self.manifests_dir(), &manifest::namespace_file(name), &yaml)?;
+        self.shared.lock().namespaces.insert(name.to_string());
+        Ok(())
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();

@@ -234,3 +234,18 @@ pub fn wait_flow(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Waits until every agent reports `namespace/name` rejected with a message containing
+/// `needle`; returns the message (from the first node).
+pub fn wait_rejected_with(lab: &Lab, namespace: &str, name: &str, needle: &str) -> Result<String> {
+    let error = |n: &Node| -> Result<String> {
+        Ok(policy_status(n, namespace, name)?["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    };
+    wait_all(lab, &format!("policy {namespace}/{name} rejected for {needle:?}"), |n| {
+        Ok(error(n)?.contains(needle))
+    })?;
+    error(&lab.nodes().into_iter().next().context("no nodes")?)
+}
