@@ -6,7 +6,7 @@
 //! is looked up twice, for the peer's identity and for "any peer" (identity 0): a deny
 //! from either wins, then an allow (the peer-specific one preferred, it is the more
 //! precise attribution); no entry at all is a default deny, or AUDIT in audit mode.
-//! IPv6 neighbour/router discovery is never subject to policy.
+//! IPv6 neighbour/router discovery and MLD are never subject to policy.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use lumen_abi::{
@@ -62,9 +62,9 @@ pub fn decide(pkt: &PacketInfo, ifindex: u32, point: u8) -> Option<PolicyInfo> {
         obs::TO_ENDPOINT => (direction::INGRESS, ep_flags::INGRESS_ENFORCED, ep_flags::INGRESS_AUDIT, &pkt.src_ip),
         _ => return None,
     };
-    if pkt.l4_proto == proto::ICMPV6 && (133..=137).contains(&pkt.icmp_type) {
-        // Neighbour and router discovery keep IPv6 working at all: never subject to
-        // policy (as in Cilium).
+    if pkt.l4_proto == proto::ICMPV6 && matches!(pkt.icmp_type, 130..=137 | 143) {
+        // Neighbour/router discovery and multicast listener reports keep IPv6 working at
+        // all: never subject to policy (as in Cilium).
         return None;
     }
     // SAFETY: the value is plain data copied out before any other map operation.

@@ -8,7 +8,6 @@ use crate::{
     policy::{regen::EndpointReport, PolicyStatus},
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// An admin request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +71,15 @@ pub struct StatusReport {
     pub hubble_listen_address: String,
 }
 
+/// One identity and its labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRow {
+    /// The number.
+    pub id: u32,
+    /// Its labels.
+    pub labels: Vec<String>,
+}
+
 /// An admin answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -92,8 +100,8 @@ pub enum AdminResponse {
     },
     /// `identity_list`.
     Identities {
-        /// Identity → labels.
-        identities: BTreeMap<u32, Vec<String>>,
+        /// Identities with their labels, by number.
+        identities: Vec<IdentityRow>,
     },
     /// The request failed.
     Error {
@@ -159,7 +167,9 @@ pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
                 .collect();
             if let (Some(id), true) = (endpoint, endpoints.is_empty()) {
                 return AdminResponse::Error {
-                    message: format!("no endpoint {id} on this node; `lumen endpoint list` shows them"),
+                    message: format!(
+                        "no endpoint {id} on this node; `lumen endpoint list` shows them"
+                    ),
                 };
             }
             AdminResponse::Policy {
@@ -168,7 +178,14 @@ pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
             }
         }
         AdminRequest::IdentityList {} => AdminResponse::Identities {
-            identities: r.identities.clone(),
+            identities: r
+                .identities
+                .iter()
+                .map(|(id, labels)| IdentityRow {
+                    id: *id,
+                    labels: labels.clone(),
+                })
+                .collect(),
         },
     }
 }
@@ -197,5 +214,18 @@ mod tests {
         let back: AdminRequest = serde_json::from_str(r#"{"op":"policy_get"}"#).unwrap();
         assert_eq!(back, AdminRequest::PolicyGet { endpoint: None });
         assert!(serde_json::from_str::<AdminRequest>(r#"{"op":"status","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn answers_round_trip_through_json() {
+        let a = AdminResponse::Identities {
+            identities: vec![IdentityRow {
+                id: 1,
+                labels: vec!["reserved:host".into()],
+            }],
+        };
+        let back: AdminResponse =
+            serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
     }
 }

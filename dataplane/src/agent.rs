@@ -4,11 +4,11 @@
 use crate::{
     config::AgentConfig,
     datapath::{maps::PolicyMaps, Datapath, DatapathError, Hook},
-    policy::{regen, PolicyEngine, PolicyStatus, RuleRefs},
     endpoints::{EndpointStore, EndpointStoreError},
     events::Event,
     ipcache::{IpCache, NodeView},
     node_setup,
+    policy::{regen, PolicyEngine, PolicyStatus, RuleRefs},
     ring::Ring,
     state::{manifests::Refresher, ClusterState},
 };
@@ -186,7 +186,11 @@ impl Agent {
         if let Some(maps) = maps.as_mut() {
             match maps.sync(&regen.maps) {
                 Ok(stats) if stats.written + stats.removed > 0 => {
-                    tracing::info!(written = stats.written, removed = stats.removed, "datapath maps updated");
+                    tracing::info!(
+                        written = stats.written,
+                        removed = stats.removed,
+                        "datapath maps updated"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {

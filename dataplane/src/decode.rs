@@ -324,6 +324,9 @@ mod tests {
         assert_eq!(got.policy().map(|p| p.verdict), Some(verdict::ALLOWED));
         assert_eq!(got, Record::PolicyVerdict(p));
         // Shorter than its header claims: refused.
-        assert!(matches!(decode(&bytes(&p)[..100]), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            decode(&bytes(&p)[..100]),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 }

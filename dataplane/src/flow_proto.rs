@@ -435,7 +435,11 @@ mod tests {
                 remote_identity: 40211,
                 rule_ref,
                 direction: direction::EGRESS,
-                match_type: if rule_ref == lumen_abi::RULE_REF_NONE { 0 } else { 2 },
+                match_type: if rule_ref == lumen_abi::RULE_REF_NONE {
+                    0
+                } else {
+                    2
+                },
                 verdict: v,
                 _pad: [0; 5],
             },

@@ -367,7 +367,15 @@ impl Lab {
         for from in &nodes {
             for to in nodes.iter().filter(|n| n.name() != from.name()) {
                 let via = to.ip().to_string();
-                netns::ip(&["-n", from.netns(), "route", "replace", to.pod_cidr(), "via", &via])?;
+                netns::ip(&[
+                    "-n",
+                    from.netns(),
+                    "route",
+                    "replace",
+                    to.pod_cidr(),
+                    "via",
+                    &via,
+                ])?;
             }
         }
         Ok(())
@@ -393,7 +401,15 @@ impl Lab {
             let via = node.ip().to_string();
             netns::ip(&["-n", ul, "route", "replace", node.pod_cidr(), "via", &via])?;
             let gw = Lab::WORLD_GATEWAY.to_string();
-            netns::ip(&["-n", node.netns(), "route", "replace", "default", "via", &gw])?;
+            netns::ip(&[
+                "-n",
+                node.netns(),
+                "route",
+                "replace",
+                "default",
+                "via",
+                &gw,
+            ])?;
         }
         Ok(())
     }
@@ -410,19 +426,33 @@ impl Lab {
 
     /// Starts `program args…` in the underlay namespace (e.g. a server on the
     /// [`Lab::add_world`] addresses); output goes to a log file.
-    pub fn spawn_in_underlay<I, S>(&self, program: impl AsRef<std::ffi::OsStr>, args: I) -> Result<crate::Spawned>
+    pub fn spawn_in_underlay<I, S>(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: I,
+    ) -> Result<crate::Spawned>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        crate::process::spawn_in(&self.shared, self.underlay_netns(), "underlay", program, args)
+        crate::process::spawn_in(
+            &self.shared,
+            self.underlay_netns(),
+            "underlay",
+            program,
+            args,
+        )
     }
 
     /// Writes (or replaces) the manifest of Kubernetes namespace `name` with extra `labels`.
     pub fn set_namespace_labels(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
         self.shared.ensure_alive()?;
         let yaml = manifest::namespace_yaml(name, &manifest::labels(labels));
-        manifest::write_atomic(&self.manifests_dir(), &manifest::namespace_file(name), &yaml)?;
+        manifest::write_atomic(
+            &self.manifests_dir(),
+            &manifest::namespace_file(name),
+            &yaml,
+        )?;
         self.shared.lock().namespaces.insert(name.to_string());
         Ok(())
     }

@@ -33,9 +33,9 @@ pub mod hubble;
 mod lab;
 pub mod manifest;
 pub mod netns;
-pub mod policy;
 mod node;
 mod pod;
+pub mod policy;
 mod process;
 pub mod relay;
 

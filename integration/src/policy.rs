@@ -14,7 +14,8 @@ use std::{
 /// Sends one admin request (`{"op": ...}`) to a node's agent and returns its answer.
 pub fn admin(node: &Node, request: Value) -> Result<Value> {
     let path = node.agent_socket();
-    let mut s = UnixStream::connect(&path).with_context(|| format!("agent socket {}", path.display()))?;
+    let mut s =
+        UnixStream::connect(&path).with_context(|| format!("agent socket {}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(&request)?;
     line.push(b'\n');
@@ -58,22 +59,31 @@ fn wait_all(lab: &Lab, what: &str, pred: impl Fn(&Node) -> Result<bool>) -> Resu
 }
 
 /// Writes `yaml` as `<file>` into the lab's manifests directory (atomically) and waits until
-/// every agent has revision > `after` of `namespace/name` in force; returns how long that took.
+/// every agent has a newer revision of `namespace/name` in force; returns how long that took.
+/// Fails at once when an agent rejects the new version (an error the old version already had
+/// does not count).
 pub fn apply(lab: &Lab, file: &str, yaml: &str, namespace: &str, name: &str) -> Result<Duration> {
-    let before: Vec<u64> = lab
+    // (revision, error) per node before: an error already there is the old version's.
+    let before: Vec<(u64, Value)> = lab
         .nodes()
         .iter()
-        .map(|n| policy_status(n, namespace, name).map(|s| s["revision"].as_u64().unwrap_or(0)))
+        .map(|n| {
+            policy_status(n, namespace, name)
+                .map(|s| (s["revision"].as_u64().unwrap_or(0), s["error"].clone()))
+        })
         .collect::<Result<_>>()?;
     write(lab, file, yaml)?;
     let nodes = lab.nodes();
     wait_all(lab, &format!("policy {namespace}/{name} in force"), |n| {
         let idx = nodes.iter().position(|m| m.name() == n.name()).unwrap_or(0);
         let s = policy_status(n, namespace, name)?;
-        if let Some(e) = s["error"].as_str() {
+        if s["revision"].as_u64().unwrap_or(0) > before[idx].0 {
+            return Ok(true);
+        }
+        if let Some(e) = s["error"].as_str().filter(|_| s["error"] != before[idx].1) {
             bail!("policy {namespace}/{name} rejected on {}: {e}", n.name());
         }
-        Ok(s["revision"].as_u64().unwrap_or(0) > before[idx])
+        Ok(false)
     })
 }
 
@@ -132,13 +142,20 @@ pub fn endpoints(node: &Node) -> Result<Vec<Value>> {
 /// The local endpoint of pod `namespace/name` (`endpoint_list`), if the agent has it.
 pub fn endpoint(node: &Node, namespace: &str, name: &str) -> Result<Option<Value>> {
     let pod = format!("{namespace}/{name}");
-    Ok(endpoints(node)?.into_iter().find(|e| e["pod"] == pod.as_str()))
+    Ok(endpoints(node)?
+        .into_iter()
+        .find(|e| e["pod"] == pod.as_str()))
 }
 
 /// The agent's identities (`identity_list`): identity → labels.
 pub fn identities(node: &Node) -> Result<std::collections::BTreeMap<u32, Vec<String>>> {
     let v = admin(node, json!({"op": "identity_list"}))?;
-    Ok(serde_json::from_value(v["identities"].clone())?)
+    let mut out = std::collections::BTreeMap::new();
+    for row in v["identities"].as_array().context("identities")? {
+        let id = row["id"].as_u64().context("id")? as u32;
+        out.insert(id, serde_json::from_value(row["labels"].clone())?);
+    }
+    Ok(out)
 }
 
 /// Waits until every agent's `status` has a `source_errors` entry containing `needle`;
@@ -153,9 +170,11 @@ pub fn wait_source_error(lab: &Lab, needle: &str) -> Result<String> {
             .find(|e| e.contains(needle))
             .map(str::to_string))
     };
-    wait_all(lab, &format!("a state-source error mentioning {needle:?}"), |n| {
-        Ok(find(n)?.is_some())
-    })?;
+    wait_all(
+        lab,
+        &format!("a state-source error mentioning {needle:?}"),
+        |n| Ok(find(n)?.is_some()),
+    )?;
     let first = lab.nodes().into_iter().next().context("no nodes")?;
     find(&first)?.context("source error vanished")
 }
@@ -169,7 +188,10 @@ pub fn wait_endpoint(node: &Node, namespace: &str, name: &str) -> Result<Value> 
             return Ok(e);
         }
         if start.elapsed() > Duration::from_secs(10) {
-            bail!("timed out after 10 s waiting for endpoint {namespace}/{name} on {}", node.name());
+            bail!(
+                "timed out after 10 s waiting for endpoint {namespace}/{name} on {}",
+                node.name()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -197,8 +219,13 @@ pub fn lumen_cli(node: &Node, args: &[&str]) -> Result<String> {
 }
 
 /// Every flow stored by a node's agent that matches `filter` (GetFlows over its unix socket).
-pub fn flows(node: &Node, filter: lumen_api::flow::FlowFilter) -> Result<Vec<lumen_api::flow::Flow>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub fn flows(
+    node: &Node,
+    filter: lumen_api::flow::FlowFilter,
+) -> Result<Vec<lumen_api::flow::Flow>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut c = crate::hubble::connect_unix(&node.hubble_socket()).await?;
         let req = lumen_api::observer::GetFlowsRequest {
@@ -244,8 +271,10 @@ pub fn wait_rejected_with(lab: &Lab, namespace: &str, name: &str, needle: &str) 
             .unwrap_or_default()
             .to_string())
     };
-    wait_all(lab, &format!("policy {namespace}/{name} rejected for {needle:?}"), |n| {
-        Ok(error(n)?.contains(needle))
-    })?;
+    wait_all(
+        lab,
+        &format!("policy {namespace}/{name} rejected for {needle:?}"),
+        |n| Ok(error(n)?.contains(needle)),
+    )?;
     error(&lab.nodes().into_iter().next().context("no nodes")?)
 }

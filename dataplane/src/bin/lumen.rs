@@ -16,7 +16,12 @@ use std::{
 #[command(name = "lumen", about = "Lumen agent admin CLI", version)]
 struct Cli {
     /// The agent's local API socket (`agentSocket` in its config).
-    #[arg(long, env = "LUMEN_AGENT_SOCKET", default_value = "/var/run/lumen/agent.sock", global = true)]
+    #[arg(
+        long,
+        env = "LUMEN_AGENT_SOCKET",
+        default_value = "/var/run/lumen/agent.sock",
+        global = true
+    )]
     socket: PathBuf,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table", global = true)]
@@ -100,7 +105,10 @@ fn print_status(s: &StatusReport) {
         s.map_entries.0,
         s.map_entries.1,
         s.map_entries.2,
-        s.datapath_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        s.datapath_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
     );
     println!(
         "Endpoints:             {} ({} ingress-enforced, {} egress-enforced)",
@@ -113,7 +121,11 @@ fn print_status(s: &StatusReport) {
         s.policies,
         s.rejected.len(),
         s.warnings.len(),
-        if s.policy_audit_mode { " (policyAuditMode)" } else { "" }
+        if s.policy_audit_mode {
+            " (policyAuditMode)"
+        } else {
+            ""
+        }
     );
     for r in &s.rejected {
         println!("  rejected: {r}");
@@ -146,11 +158,21 @@ fn enforcement(enforced: bool, audit: bool) -> &'static str {
 fn print_endpoints(eps: &[EndpointReport]) {
     println!(
         "{:<10} {:<18} {:<18} {:<10} {:<56} {:<16} STATUS",
-        "ENDPOINT", "POLICY (ingress)", "POLICY (egress)", "IDENTITY", "LABELS (source:key[=value])", "IPv4"
+        "ENDPOINT",
+        "POLICY (ingress)",
+        "POLICY (egress)",
+        "IDENTITY",
+        "LABELS (source:key[=value])",
+        "IPv4"
     );
     println!("{:<10} {:<18} {:<18}", "", "ENFORCEMENT", "ENFORCEMENT");
     for e in eps {
-        let ipv4 = e.ips.iter().find(|i| !i.contains(':')).cloned().unwrap_or_default();
+        let ipv4 = e
+            .ips
+            .iter()
+            .find(|i| !i.contains(':'))
+            .cloned()
+            .unwrap_or_default();
         let mut labels = e.labels.iter();
         println!(
             "{:<10} {:<18} {:<18} {:<10} {:<56} {:<16} ready",
@@ -207,7 +229,11 @@ fn print_policy(eps: &[EndpointReport], policies: &[lumen_dataplane::policy::Pol
             if d.rules.is_empty() {
                 println!(
                     "    {}",
-                    if d.enforced { "no rule allows anything: all denied" } else { "all allowed" }
+                    if d.enforced {
+                        "no rule allows anything: all denied"
+                    } else {
+                        "all allowed"
+                    }
                 );
                 continue;
             }
@@ -221,7 +247,9 @@ fn print_policy(eps: &[EndpointReport], policies: &[lumen_dataplane::policy::Pol
                 } else {
                     r.peer
                         .iter()
-                        .filter(|l| !l.contains("io.cilium.k8s.policy.") && !l.contains("namespace.labels."))
+                        .filter(|l| {
+                            !l.contains("io.cilium.k8s.policy.") && !l.contains("namespace.labels.")
+                        })
                         .cloned()
                         .collect::<Vec<_>>()
                         .join(",")
@@ -250,7 +278,11 @@ fn run(cli: &Cli) -> Result<()> {
     let req = match &cli.cmd {
         Cmd::Status => AdminRequest::Status {},
         Cmd::Endpoint { .. } => AdminRequest::EndpointList {},
-        Cmd::Policy { cmd: PolicyCmd::Get { endpoint } } => AdminRequest::PolicyGet { endpoint: *endpoint },
+        Cmd::Policy {
+            cmd: PolicyCmd::Get { endpoint },
+        } => AdminRequest::PolicyGet {
+            endpoint: *endpoint,
+        },
         Cmd::Identity { .. } => AdminRequest::IdentityList {},
     };
     let resp = ask(&cli.socket, &req)?;
@@ -261,12 +293,19 @@ fn run(cli: &Cli) -> Result<()> {
     match resp {
         AdminResponse::Status(s) => print_status(&s),
         AdminResponse::Endpoints { endpoints } => print_endpoints(&endpoints),
-        AdminResponse::Policy { endpoints, policies } => print_policy(&endpoints, &policies),
+        AdminResponse::Policy {
+            endpoints,
+            policies,
+        } => print_policy(&endpoints, &policies),
         AdminResponse::Identities { identities } => {
             println!("{:<12} LABELS", "ID");
-            for (id, labels) in identities {
-                let mut it = labels.iter();
-                println!("{:<12} {}", id, it.next().map(String::as_str).unwrap_or(""));
+            for row in identities {
+                let mut it = row.labels.iter();
+                println!(
+                    "{:<12} {}",
+                    row.id,
+                    it.next().map(String::as_str).unwrap_or("")
+                );
                 for l in it {
                     println!("{:<12} {l}", "");
                 }

@@ -59,12 +59,15 @@ impl PolicyMaps {
         let ipcache: LpmTrie<MapData, IpcacheKey, IpcacheValue> =
             LpmTrie::try_from(dp.take_map(maps::IPCACHE)?).map_err(map_err(maps::IPCACHE))?;
         let endpoints: BpfHashMap<MapData, u32, EndpointValue> =
-            BpfHashMap::try_from(dp.take_map(maps::ENDPOINTS)?).map_err(map_err(maps::ENDPOINTS))?;
+            BpfHashMap::try_from(dp.take_map(maps::ENDPOINTS)?)
+                .map_err(map_err(maps::ENDPOINTS))?;
         let policy: LpmTrie<MapData, PolicyKey, PolicyValue> =
             LpmTrie::try_from(dp.take_map(maps::POLICY)?).map_err(map_err(maps::POLICY))?;
         let mut current = DesiredMaps::default();
         for (k, v) in ipcache.iter().flatten() {
-            current.ipcache.insert((k.data().addr, k.prefix_len()), v.identity);
+            current
+                .ipcache
+                .insert((k.data().addr, k.prefix_len()), v.identity);
         }
         for (k, v) in endpoints.iter().flatten() {
             current.endpoints.insert(k, v);
@@ -92,7 +95,11 @@ impl PolicyMaps {
         for (&(addr, plen), &identity) in &want.ipcache {
             if self.current.ipcache.get(&(addr, plen)) != Some(&identity) {
                 self.ipcache
-                    .insert(&Key::new(plen, IpcacheKey { addr }), IpcacheValue { identity, _pad: 0 }, 0)
+                    .insert(
+                        &Key::new(plen, IpcacheKey { addr }),
+                        IpcacheValue { identity, _pad: 0 },
+                        0,
+                    )
                     .map_err(map_err(maps::IPCACHE))?;
                 self.current.ipcache.insert((addr, plen), identity);
                 stats.written += 1;

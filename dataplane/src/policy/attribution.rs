@@ -28,7 +28,12 @@ pub fn api_policy(r: &PolicyRef) -> flow::Policy {
 impl RuleRefs {
     /// The reference of a policy revision (allocated on first use).
     pub fn id(&mut self, r: &PolicyRef) -> u32 {
-        let key = (r.kind.to_string(), r.namespace.clone(), r.name.clone(), r.revision);
+        let key = (
+            r.kind.to_string(),
+            r.namespace.clone(),
+            r.name.clone(),
+            r.revision,
+        );
         if let Some(id) = self.ids.get(&key) {
             return *id;
         }

@@ -121,7 +121,11 @@ impl PolicyEngine {
                 source: k.object.source.as_deref().unwrap_or_default().to_string(),
                 revision: if k.good.is_some() { k.revision } else { 0 },
                 error: k.error.clone(),
-                warnings: k.good.as_ref().map(|p| p.warnings.clone()).unwrap_or_default(),
+                warnings: k
+                    .good
+                    .as_ref()
+                    .map(|p| p.warnings.clone())
+                    .unwrap_or_default(),
             })
             .collect()
     }

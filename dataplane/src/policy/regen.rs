@@ -169,14 +169,28 @@ pub fn regenerate(
             pod: format!("{}/{}", ep.namespace, ep.pod_name),
             identity: ep.identity,
             labels: ep.labels.clone(),
-            ips: ipcache.ips_of_endpoint(ep.id).iter().map(|i| i.to_string()).collect(),
+            ips: ipcache
+                .ips_of_endpoint(ep.id)
+                .iter()
+                .map(|i| i.to_string())
+                .collect(),
             ingress: DirectionReport::default(),
             egress: DirectionReport::default(),
             warnings: resolved.warnings.clone(),
         };
         for (dir, dp, enforced_bit, audit_bit) in [
-            (direction::INGRESS, &resolved.ingress, ep_flags::INGRESS_ENFORCED, ep_flags::INGRESS_AUDIT),
-            (direction::EGRESS, &resolved.egress, ep_flags::EGRESS_ENFORCED, ep_flags::EGRESS_AUDIT),
+            (
+                direction::INGRESS,
+                &resolved.ingress,
+                ep_flags::INGRESS_ENFORCED,
+                ep_flags::INGRESS_AUDIT,
+            ),
+            (
+                direction::EGRESS,
+                &resolved.egress,
+                ep_flags::EGRESS_ENFORCED,
+                ep_flags::EGRESS_AUDIT,
+            ),
         ] {
             let names: Vec<_> = dp
                 .selected_by
@@ -261,7 +275,11 @@ fn write_direction(
             (POLICY_PREFIX_ANY_PROTO, 0)
         } else {
             let bits = port_prefix.min(16) as u32;
-            let mask = if bits == 0 { 0 } else { u16::MAX << (16 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u16::MAX << (16 - bits)
+            };
             (POLICY_PREFIX_PROTO + bits, port & mask)
         };
         (
@@ -304,14 +322,20 @@ fn write_direction(
                 .unwrap_or_default(),
         });
     }
-    let builtin = |maps: &mut DesiredMaps, rules: &mut Vec<RuleReport>, identity: u32, match_type: u8, why: &str| {
-        maps.policy.entry(key(identity, 0, 0, 0)).or_insert(PolicyValue {
-            action: action::ALLOW,
-            flags: 0,
-            match_type,
-            _pad: 0,
-            rule_ref: RULE_REF_NONE,
-        });
+    let builtin = |maps: &mut DesiredMaps,
+                   rules: &mut Vec<RuleReport>,
+                   identity: u32,
+                   match_type: u8,
+                   why: &str| {
+        maps.policy
+            .entry(key(identity, 0, 0, 0))
+            .or_insert(PolicyValue {
+                action: action::ALLOW,
+                flags: 0,
+                match_type,
+                _pad: 0,
+                rule_ref: RULE_REF_NONE,
+            });
         rules.push(RuleReport {
             identity,
             peer: identities.get(&identity).cloned().unwrap_or_default(),
@@ -323,7 +347,13 @@ fn write_direction(
     };
     if dp.enforced && dir == direction::INGRESS {
         // Cilium's allow-localhost: the node itself (kubelet probes) always reaches its pods.
-        builtin(maps, &mut rules, crate::identity::reserved::HOST, MATCH_L3_ONLY, "(allow-localhost)");
+        builtin(
+            maps,
+            &mut rules,
+            crate::identity::reserved::HOST,
+            MATCH_L3_ONLY,
+            "(allow-localhost)",
+        );
     }
     if !dp.enforced && !dp.entries.is_empty() {
         // Deny rules without default deny: everything else stays allowed.
@@ -336,9 +366,7 @@ fn write_direction(
 mod tests {
     use super::*;
     use crate::{
-        endpoints::LocalEndpoint,
-        ipcache::NodeView,
-        policy::PolicyEngine,
+        endpoints::LocalEndpoint, ipcache::NodeView, policy::PolicyEngine,
         state::manifests::parse_objects,
     };
     use std::path::Path;
@@ -356,7 +384,12 @@ mod tests {
         let cache = IpCache::build(
             &state,
             &locals,
-            &NodeView { node_name: "n1", cluster: "lab", host_ips: &[], uplinks: &[] },
+            &NodeView {
+                node_name: "n1",
+                cluster: "lab",
+                host_ips: &[],
+                uplinks: &[],
+            },
         );
         let mut engine = PolicyEngine::default();
         engine.update(&state);
@@ -370,9 +403,18 @@ mod tests {
         let r = regenerate(&cache, &state, &set, &mut refs);
         let ep = r.maps.endpoints[&40];
         assert_eq!(ep.endpoint_id, 4);
-        assert_eq!(ep.flags & ep_flags::INGRESS_ENFORCED, ep_flags::INGRESS_ENFORCED);
-        assert_eq!(ep.flags & ep_flags::EGRESS_ENFORCED, ep_flags::EGRESS_ENFORCED);
-        assert_eq!(ep.flags & (ep_flags::INGRESS_AUDIT | ep_flags::EGRESS_AUDIT), 0);
+        assert_eq!(
+            ep.flags & ep_flags::INGRESS_ENFORCED,
+            ep_flags::INGRESS_ENFORCED
+        );
+        assert_eq!(
+            ep.flags & ep_flags::EGRESS_ENFORCED,
+            ep_flags::EGRESS_ENFORCED
+        );
+        assert_eq!(
+            ep.flags & (ep_flags::INGRESS_AUDIT | ep_flags::EGRESS_AUDIT),
+            0
+        );
 
         let client_id = cache.lookup(&"10.100.1.2".parse().unwrap()).identity;
         // Ingress: the client's identity on TCP 8080 (the named port), exact port.
@@ -389,9 +431,13 @@ mod tests {
         assert_eq!((v.action, v.match_type), (action::ALLOW, 2));
         assert_eq!(r.attribution.rules[&v.rule_ref].name, "allow-http");
         // The host always reaches its pods (allow-localhost).
-        assert!(r.maps.policy.keys().any(|(p, k)| *p == POLICY_PREFIX_ANY_PROTO
-            && k.identity == crate::identity::reserved::HOST
-            && k.direction == direction::INGRESS));
+        assert!(r
+            .maps
+            .policy
+            .keys()
+            .any(|(p, k)| *p == POLICY_PREFIX_ANY_PROTO
+                && k.identity == crate::identity::reserved::HOST
+                && k.direction == direction::INGRESS));
 
         // Egress CIDR with except: two CIDR identities in the ipcache, only the outer allowed.
         let cidr_ids: Vec<u32> = r.attribution.cidr_labels.keys().copied().collect();
@@ -411,7 +457,10 @@ mod tests {
         let (addr, _) = ipcache_prefix(&"10.100.1.2/32".parse().unwrap());
         assert_eq!(r.maps.ipcache[&(addr, 128)], client_id);
         // Default deny names the policy that selects the endpoint.
-        assert_eq!(r.attribution.default_deny[&(4, direction::EGRESS)][0].name, "allow-http");
+        assert_eq!(
+            r.attribution.default_deny[&(4, direction::EGRESS)][0].name,
+            "allow-http"
+        );
     }
 
     #[test]

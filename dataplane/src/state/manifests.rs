@@ -168,9 +168,8 @@ impl ManifestDir {
 
     /// The state built from all files' objects.
     pub fn state(&self) -> (ClusterState, Vec<String>) {
-        let (mut st, problems) = ClusterState::from_objects(
-            self.files.values().flat_map(|(_, _, o)| o.iter().cloned()),
-        );
+        let (mut st, problems) =
+            ClusterState::from_objects(self.files.values().flat_map(|(_, _, o)| o.iter().cloned()));
         st.source_errors = self.errors.values().cloned().collect();
         (st, problems)
     }

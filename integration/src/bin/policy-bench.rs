@@ -51,14 +51,25 @@ fn iperf_gbps(client: &Pod, server_ip: &str) -> Result<f64> {
     if let Some(e) = j.get("error") {
         bail!("iperf3: {e}");
     }
-    Ok(j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
+    Ok(j["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9)
 }
 
 fn conn_rate(client: &Pod, server_ip: &str) -> Result<f64> {
     let n = 3000;
     let out = client.exec_ok(
         traffic_bin()?,
-        ["tcp", "--to", &format!("{server_ip}:8080"), "--connections", &n.to_string(), "--bytes", "64"],
+        [
+            "tcp",
+            "--to",
+            &format!("{server_ip}:8080"),
+            "--connections",
+            &n.to_string(),
+            "--bytes",
+            "64",
+        ],
     )?;
     let j: serde_json::Value = serde_json::from_str(out.trim().lines().last().unwrap_or("{}"))?;
     if j["ok"] != true {
@@ -79,7 +90,10 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 
 fn connects(client: &Pod, to: &str, timeout: &str) -> bool {
     client
-        .exec(traffic_bin().unwrap(), ["tcp", "--to", to, "--timeout", timeout])
+        .exec(
+            traffic_bin().unwrap(),
+            ["tcp", "--to", to, "--timeout", timeout],
+        )
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
@@ -145,7 +159,9 @@ fn main() -> Result<()> {
 
     // 3: write → enforcement on all nodes.
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: flip, namespace: demo}\nspec:\n  podSelector: {matchLabels: {app: server}}\n  policyTypes: [Ingress]\n";
-    let allow = format!("{deny}  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]\n");
+    let allow = format!(
+        "{deny}  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]\n"
+    );
     let (mut agent_ms, mut packet_ms) = (vec![], vec![]);
     for i in 0..30 {
         if i % 2 == 0 {
@@ -164,9 +180,15 @@ fn main() -> Result<()> {
         }
     }
     policy::remove(&lab, "flip.yaml", "demo", "flip")?;
-    let (p50, p99) = (percentile(agent_ms.clone(), 0.5), percentile(agent_ms.clone(), 0.99));
+    let (p50, p99) = (
+        percentile(agent_ms.clone(), 0.5),
+        percentile(agent_ms.clone(), 0.99),
+    );
     println!("policy write → enforced on both nodes: p50 {p50:.0} ms, p99 {p99:.0} ms (target p99 ≤ 1000 ms)");
-    let (k50, k99) = (percentile(packet_ms.clone(), 0.5), percentile(packet_ms.clone(), 0.99));
+    let (k50, k99) = (
+        percentile(packet_ms.clone(), 0.5),
+        percentile(packet_ms.clone(), 0.99),
+    );
     println!("policy write → first allowed connection: p50 {k50:.0} ms, p99 {k99:.0} ms");
 
     // 4: 1,000 identities × 100 rules.
