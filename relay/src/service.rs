@@ -1,9 +1,10 @@
 //! The relay's `observer.Observer`: thin handlers over the [`Pool`], [`FanOut`] and the
-//! aggregations below.
+//! aggregations below. GetFlows is routed by [`ObserverRoutes`] past the generated server,
+//! so that the nodes' encoded responses are written to the client unchanged.
 
 use crate::{
     error::RelayError,
-    flows::{FanOut, MergeConfig},
+    flows::{FanOut, FlowStream, MergeConfig, CLIENT_QUEUE},
     pool::{NodeInfo, Pool},
 };
 use lumen_api::{
@@ -17,10 +18,24 @@ use lumen_api::{
     },
     relay::NodeState,
 };
-use std::{collections::BTreeSet, time::Duration};
+use lumen_api::encoded::PreEncodedCodec;
+use prost::Message;
+use std::{
+    collections::BTreeSet,
+    convert::Infallible,
+    task::{Context, Poll},
+    time::Duration,
+};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::{
+    codegen::{http, Body, BoxFuture, BoxStream, Service, StdError},
+    server::NamedService,
+    Request, Response, Status,
+};
+
+/// Largest request accepted (Hubble's limit).
+const MAX_REQUEST: usize = 4 << 20;
 
 /// Version string reported in ServerStatus and GetNodes.
 pub const VERSION: &str = concat!("lumen-relay-", env!("CARGO_PKG_VERSION"));
@@ -43,9 +58,21 @@ impl RelayService {
         }
     }
 
-    /// As a tonic service (Hubble's message size limits).
-    pub fn into_server(self) -> ObserverServer<Self> {
-        ObserverServer::new(self).max_decoding_message_size(4 << 20)
+    /// As a tonic service (Hubble's message size limits), GetFlows forwarding encoded
+    /// responses.
+    pub fn into_server(self) -> ObserverRoutes {
+        ObserverRoutes {
+            generated: ObserverServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST),
+            service: self,
+        }
+    }
+
+    /// Starts a fan-out for `req`; its encoded responses arrive on the stream.
+    async fn flows(&self, req: GetFlowsRequest) -> Result<FlowStream, Status> {
+        let fan = FanOut::start(req, self.pool.subscribe(), self.merge).await?;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(fan.run(tx));
+        Ok(FlowStream::new(rx))
     }
 
     /// Calls `f` on every connected node at once (each bounded by the open timeout);
@@ -122,18 +149,20 @@ pub fn aggregate_status(
 
 #[tonic::async_trait]
 impl Observer for RelayService {
-    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetFlowsStream = BoxStream<GetFlowsResponse>;
     type GetAgentEventsStream = ReceiverStream<Result<GetAgentEventsResponse, Status>>;
     type GetDebugEventsStream = ReceiverStream<Result<GetDebugEventsResponse, Status>>;
 
+    /// Decoded responses, for callers of the trait; served, GetFlows goes through
+    /// [`ObserverRoutes`] instead.
     async fn get_flows(
         &self,
         req: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let fan = FanOut::start(req.into_inner(), self.pool.subscribe(), self.merge).await?;
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(fan.run(tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let stream = self.flows(req.into_inner()).await?.map(|b| {
+            b.and_then(|b| GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string())))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_agent_events(
@@ -225,6 +254,48 @@ impl Observer for RelayService {
             &nodes,
             self.started.elapsed(),
         )))
+    }
+}
+
+/// The relay's `observer.Observer` as served: GetFlows answered with the nodes' encoded
+/// responses written as they came, every other method by the generated server.
+#[derive(Clone)]
+pub struct ObserverRoutes {
+    service: RelayService,
+    generated: ObserverServer<RelayService>,
+}
+
+impl NamedService for ObserverRoutes {
+    const NAME: &'static str = lumen_api::observer::observer_server::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for ObserverRoutes
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != "/observer.Observer/GetFlows" {
+            return self.generated.call(req);
+        }
+        let service = self.service.clone();
+        Box::pin(async move {
+            let method = tower::service_fn(move |r: Request<GetFlowsRequest>| {
+                let service = service.clone();
+                async move { Ok::<_, Status>(Response::new(service.flows(r.into_inner()).await?)) }
+            });
+            let mut grpc = tonic::server::Grpc::new(PreEncodedCodec::<GetFlowsRequest>::default())
+                .apply_max_message_size_config(Some(MAX_REQUEST), None);
+            Ok(grpc.server_streaming(method, req).await)
+        })
     }
 }
 
