@@ -33,7 +33,7 @@ use std::{
     collections::{HashMap, VecDeque},
     future::poll_fn,
     pin::Pin,
-    task::{Context, Poll},
+    task::Poll,
     time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, watch};
@@ -41,7 +41,7 @@ use tokio_stream::Stream;
 use tonic::{codegen::Bytes, Status, Streaming};
 
 /// Batches queued between one node's stream and the merge.
-const NODE_QUEUE: usize = 16;
+const NODE_QUEUE: usize = 4;
 
 /// Most responses in one batch from a node.
 const NODE_BATCH: usize = 256;
@@ -50,7 +50,7 @@ const NODE_BATCH: usize = 256;
 const CLIENT_BATCH: usize = 512;
 
 /// Batches queued towards the client.
-pub const CLIENT_QUEUE: usize = 16;
+pub const CLIENT_QUEUE: usize = 4;
 
 /// How far out of time order one node's stream may be: an agent's records from different
 /// CPUs reach its ring in reservation order, not timestamp order (seen: ~1 µs apart). The
@@ -213,39 +213,6 @@ fn spawn_open(node: NodeInfo, req: GetFlowsRequest, timeout: Duration) -> NodeSt
         rx,
         pending: VecDeque::new(),
         task,
-    }
-}
-
-/// The client's side of a fan-out: the encoded responses, one by one.
-pub struct FlowStream {
-    rx: mpsc::Receiver<Vec<Bytes>>,
-    batch: std::vec::IntoIter<Bytes>,
-}
-
-impl FlowStream {
-    /// Reads what [`FanOut::run`] sends on the other end of `rx`.
-    pub fn new(rx: mpsc::Receiver<Vec<Bytes>>) -> Self {
-        FlowStream {
-            rx,
-            batch: Vec::new().into_iter(),
-        }
-    }
-}
-
-impl Stream for FlowStream {
-    type Item = Result<Bytes, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Some(b) = self.batch.next() {
-                return Poll::Ready(Some(Ok(b)));
-            }
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
     }
 }
 
@@ -756,7 +723,7 @@ mod tests {
         let (dtx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             use tokio_stream::StreamExt;
-            let mut s = FlowStream::new(brx);
+            let mut s = lumen_api::encoded::BatchStream::new(brx);
             while let Some(b) = s.next().await {
                 let r = b.and_then(|b| {
                     GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string()))

@@ -1,16 +1,16 @@
 //! The relay's `observer.Observer`: thin handlers over the [`Pool`], [`FanOut`] and the
-//! aggregations below. GetFlows is routed by [`ObserverRoutes`] past the generated server,
-//! so that the nodes' encoded responses are written to the client unchanged.
+//! aggregations below. GetFlows is served through [`ObserverRoutes`], so that the nodes'
+//! encoded responses are written to the client unchanged.
 
 use crate::{
     error::RelayError,
-    flows::{FanOut, FlowStream, MergeConfig, CLIENT_QUEUE},
+    flows::{FanOut, MergeConfig, CLIENT_QUEUE},
     pool::{NodeInfo, Pool},
 };
 use lumen_api::{
     observer::{
         observer_client::ObserverClient,
-        observer_server::{Observer, ObserverServer},
+        observer_server::Observer,
         GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
         GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
         GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node,
@@ -18,21 +18,12 @@ use lumen_api::{
     },
     relay::NodeState,
 };
-use lumen_api::encoded::PreEncodedCodec;
+use lumen_api::encoded::{BatchStream, EncodedFlows, ObserverRoutes};
 use prost::Message;
-use std::{
-    collections::BTreeSet,
-    convert::Infallible,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
-use tonic::{
-    codegen::{http, Body, BoxFuture, BoxStream, Service, StdError},
-    server::NamedService,
-    Request, Response, Status,
-};
+use tonic::{codegen::BoxStream, Request, Response, Status};
 
 /// Largest request accepted (Hubble's limit).
 const MAX_REQUEST: usize = 4 << 20;
@@ -60,19 +51,8 @@ impl RelayService {
 
     /// As a tonic service (Hubble's message size limits), GetFlows forwarding encoded
     /// responses.
-    pub fn into_server(self) -> ObserverRoutes {
-        ObserverRoutes {
-            generated: ObserverServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST),
-            service: self,
-        }
-    }
-
-    /// Starts a fan-out for `req`; its encoded responses arrive on the stream.
-    async fn flows(&self, req: GetFlowsRequest) -> Result<FlowStream, Status> {
-        let fan = FanOut::start(req, self.pool.subscribe(), self.merge).await?;
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        tokio::spawn(fan.run(tx));
-        Ok(FlowStream::new(rx))
+    pub fn into_server(self) -> ObserverRoutes<Self> {
+        ObserverRoutes::new(self, MAX_REQUEST)
     }
 
     /// Calls `f` on every connected node at once (each bounded by the open timeout);
@@ -147,19 +127,31 @@ pub fn aggregate_status(
     out
 }
 
+impl EncodedFlows for RelayService {
+    type Stream = BatchStream;
+
+    /// Starts a fan-out for `req`; its encoded responses arrive on the stream.
+    async fn encoded_flows(&self, req: GetFlowsRequest) -> Result<BatchStream, Status> {
+        let fan = FanOut::start(req, self.pool.subscribe(), self.merge).await?;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(fan.run(tx));
+        Ok(BatchStream::new(rx))
+    }
+}
+
 #[tonic::async_trait]
 impl Observer for RelayService {
     type GetFlowsStream = BoxStream<GetFlowsResponse>;
     type GetAgentEventsStream = ReceiverStream<Result<GetAgentEventsResponse, Status>>;
     type GetDebugEventsStream = ReceiverStream<Result<GetDebugEventsResponse, Status>>;
 
-    /// Decoded responses, for callers of the trait; served, GetFlows goes through
-    /// [`ObserverRoutes`] instead.
+    // Served, GetFlows goes through `ObserverRoutes` to `encoded_flows`: this is for
+    // callers of the trait only.
     async fn get_flows(
         &self,
         req: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let stream = self.flows(req.into_inner()).await?.map(|b| {
+        let stream = self.encoded_flows(req.into_inner()).await?.map(|b| {
             b.and_then(|b| GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string())))
         });
         Ok(Response::new(Box::pin(stream)))
@@ -254,48 +246,6 @@ impl Observer for RelayService {
             &nodes,
             self.started.elapsed(),
         )))
-    }
-}
-
-/// The relay's `observer.Observer` as served: GetFlows answered with the nodes' encoded
-/// responses written as they came, every other method by the generated server.
-#[derive(Clone)]
-pub struct ObserverRoutes {
-    service: RelayService,
-    generated: ObserverServer<RelayService>,
-}
-
-impl NamedService for ObserverRoutes {
-    const NAME: &'static str = lumen_api::observer::observer_server::SERVICE_NAME;
-}
-
-impl<B> Service<http::Request<B>> for ObserverRoutes
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != "/observer.Observer/GetFlows" {
-            return self.generated.call(req);
-        }
-        let service = self.service.clone();
-        Box::pin(async move {
-            let method = tower::service_fn(move |r: Request<GetFlowsRequest>| {
-                let service = service.clone();
-                async move { Ok::<_, Status>(Response::new(service.flows(r.into_inner()).await?)) }
-            });
-            let mut grpc = tonic::server::Grpc::new(PreEncodedCodec::<GetFlowsRequest>::default())
-                .apply_max_message_size_config(Some(MAX_REQUEST), None);
-            Ok(grpc.server_streaming(method, req).await)
-        })
     }
 }
 

@@ -5,18 +5,37 @@
 //! - [`PreEncodedCodec`]: a server codec whose responses are bytes already encoded as the
 //!   method's response message, written to the wire unchanged;
 //! - [`GetFlowsClientCodec`]: a client codec for `observer.Observer/GetFlows` that keeps
-//!   each response's bytes and reads only its event time ([`response_time_ns`]).
+//!   each response's bytes and reads only its event time ([`response_time_ns`]);
+//! - [`ObserverRoutes`]: serves `observer.Observer` with GetFlows answered from
+//!   [`EncodedFlows`] through [`PreEncodedCodec`], the other methods by the generated
+//!   server; [`BatchStream`] turns batches sent on a channel into the response stream.
 //!
 //! Both are wire-compatible with the generated prost codecs: a peer cannot tell them apart.
 
-use crate::observer::GetFlowsRequest;
+use crate::observer::{
+    observer_server::{Observer, ObserverServer},
+    GetFlowsRequest,
+};
 use prost::{bytes::Buf, Message};
-use std::marker::PhantomData;
+use std::{
+    convert::Infallible,
+    future::Future,
+    marker::PhantomData,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::Bytes,
-    Status,
+    codegen::{http, Body, BoxFuture, Bytes, Service, StdError},
+    server::NamedService,
+    Request, Response, Status,
 };
+
+/// The GetFlows method's path.
+pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
 
 /// Why an encoded response could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -226,6 +245,128 @@ impl Codec for GetFlowsClientCodec {
 
     fn decoder(&mut self) -> EncodedResponseDecoder {
         EncodedResponseDecoder
+    }
+}
+
+/// Encoded responses sent in batches on a channel, as a response stream.
+pub struct BatchStream {
+    rx: mpsc::Receiver<Vec<Bytes>>,
+    batch: std::vec::IntoIter<Bytes>,
+}
+
+impl BatchStream {
+    /// The stream of what is sent on the other end of `rx`; it ends when that is dropped.
+    pub fn new(rx: mpsc::Receiver<Vec<Bytes>>) -> Self {
+        BatchStream {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl Stream for BatchStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(b) = self.batch.next() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A GetFlows implementation that answers with encoded `GetFlowsResponse`s.
+pub trait EncodedFlows: Send + Sync + 'static {
+    /// The responses, each an encoded `GetFlowsResponse`.
+    type Stream: Stream<Item = Result<Bytes, Status>> + Send + 'static;
+
+    /// Answers a GetFlows request.
+    fn encoded_flows(
+        &self,
+        req: GetFlowsRequest,
+    ) -> impl Future<Output = Result<Self::Stream, Status>> + Send;
+}
+
+/// `observer.Observer` as served: GetFlows answered by [`EncodedFlows`] with its bytes
+/// written unchanged, every other method by the generated server (whose GetFlows is then
+/// never called).
+pub struct ObserverRoutes<T: Observer> {
+    inner: Arc<T>,
+    generated: ObserverServer<T>,
+    max_request: usize,
+}
+
+impl<T: Observer> Clone for ObserverRoutes<T> {
+    fn clone(&self) -> Self {
+        ObserverRoutes {
+            inner: self.inner.clone(),
+            generated: self.generated.clone(),
+            max_request: self.max_request,
+        }
+    }
+}
+
+impl<T: Observer + EncodedFlows> ObserverRoutes<T> {
+    /// Serves `inner`, refusing requests larger than `max_request` bytes.
+    pub fn new(inner: T, max_request: usize) -> Self {
+        let inner = Arc::new(inner);
+        ObserverRoutes {
+            generated: ObserverServer::from_arc(inner.clone())
+                .max_decoding_message_size(max_request),
+            inner,
+            max_request,
+        }
+    }
+}
+
+impl<T: Observer> NamedService for ObserverRoutes<T> {
+    const NAME: &'static str = crate::observer::observer_server::SERVICE_NAME;
+}
+
+impl<T, B> Service<http::Request<B>> for ObserverRoutes<T>
+where
+    T: Observer + EncodedFlows,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != GET_FLOWS_PATH {
+            return self.generated.call(req);
+        }
+        let inner = self.inner.clone();
+        let max_request = self.max_request;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(PreEncodedCodec::<GetFlowsRequest>::default())
+                .apply_max_message_size_config(Some(max_request), None);
+            Ok(grpc.server_streaming(GetFlowsMethod(inner), req).await)
+        })
+    }
+}
+
+struct GetFlowsMethod<T>(Arc<T>);
+
+impl<T: EncodedFlows> tonic::server::ServerStreamingService<GetFlowsRequest> for GetFlowsMethod<T> {
+    type Response = Bytes;
+    type ResponseStream = T::Stream;
+    type Future = BoxFuture<Response<T::Stream>, Status>;
+
+    fn call(&mut self, req: Request<GetFlowsRequest>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { Ok(Response::new(inner.encoded_flows(req.into_inner()).await?)) })
     }
 }
 
