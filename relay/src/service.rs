@@ -178,6 +178,7 @@ impl Observer for RelayService {
         let answers = self
             .ask_all(|mut c| async move { c.get_nodes(GetNodesRequest {}).await })
             .await;
+        let dialer = self.pool.dialer();
         let nodes = answers
             .into_iter()
             .map(|(info, r)| {
@@ -188,14 +189,16 @@ impl Observer for RelayService {
                     NodeState::NodeUnavailable
                 };
                 let own = own.unwrap_or_default();
+                let tls = dialer.tls_of(&info.address, &info.name);
                 Node {
                     name: info.name,
                     version: own.version,
                     address: info.address,
                     state: state as i32,
+                    // As Hubble's relay: how it reaches the node.
                     tls: Some(Tls {
-                        enabled: false,
-                        server_name: String::new(),
+                        enabled: tls.is_some(),
+                        server_name: tls.unwrap_or_default(),
                     }),
                     uptime_ns: own.uptime_ns,
                     num_flows: own.num_flows,

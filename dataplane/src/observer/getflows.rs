@@ -40,7 +40,7 @@ pub enum QueryError {
 }
 
 /// Bytes allocated at a time for encoding responses.
-const ENCODE_BLOCK: usize = 64 * 1024;
+const ENCODE_BLOCK: usize = 16 * 1024;
 
 /// Encodes responses back to back into shared blocks, each split off as its own `Bytes`
 /// (one allocation per block rather than one per response).

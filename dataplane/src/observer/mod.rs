@@ -159,8 +159,12 @@ impl Observer for ObserverService {
                 address: a.cfg.hubble.listen_address.clone(),
                 state: NodeState::NodeConnected as i32,
                 tls: Some(Tls {
-                    enabled: false,
-                    server_name: String::new(),
+                    enabled: a.cfg.hubble.tls.enabled,
+                    server_name: if a.cfg.hubble.tls.enabled {
+                        lumen_certgen::node_server_name(&a.cfg.node_name, &a.cfg.cluster.name)
+                    } else {
+                        String::new()
+                    },
                 }),
                 uptime_ns: a.started.elapsed().as_nanos() as u64,
                 num_flows: a.ring.len() as u64,
@@ -214,6 +218,7 @@ pub async fn serve(
     let peer = crate::peer::PeerService::new(
         agent.cfg.cluster.name.clone(),
         agent.cfg.listen_socket_addr().ok().map(|a| a.port()),
+        !agent.cfg.hubble.listen_address.is_empty() && agent.cfg.hubble.tls.enabled,
         agent.state(),
     )
     .into_server();
