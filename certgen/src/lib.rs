@@ -82,9 +82,16 @@ pub struct Bundle {
     pub cli_client: Pem,
 }
 
-/// The server name Hubble gives node `node` of cluster `cluster`.
+/// The server name Hubble gives node `node` of cluster `cluster`:
+/// `<node>.<cluster>.hubble-grpc.cilium.io`, with dots in either name turned into dashes
+/// (so that every node's name is at the same DNS level) and `default` for an empty cluster.
 pub fn node_server_name(node: &str, cluster: &str) -> String {
-    format!("{node}.{cluster}.hubble-grpc.cilium.io")
+    let cluster = if cluster.is_empty() { "default" } else { cluster };
+    format!(
+        "{}.{}.hubble-grpc.cilium.io",
+        node.replace('.', "-"),
+        cluster.replace('.', "-")
+    )
 }
 
 fn validity(p: &mut CertificateParams, days: u32) {
@@ -265,6 +272,12 @@ mod tests {
             node_server_name("node1", "lab"),
             "node1.lab.hubble-grpc.cilium.io"
         );
+        // Hubble's rule: dots become dashes, an empty cluster is `default`.
+        assert_eq!(
+            node_server_name("ip-10-0-0-1.ec2.internal", "prod.eu"),
+            "ip-10-0-0-1-ec2-internal.prod-eu.hubble-grpc.cilium.io"
+        );
+        assert_eq!(node_server_name("n1", ""), "n1.default.hubble-grpc.cilium.io");
         let dir = tempfile::tempdir().unwrap();
         let files = b.write(dir.path(), false).unwrap();
         assert_eq!(files.len(), 8);

@@ -6,23 +6,33 @@
 //! per cluster) and addressed `<InternalIP>:<port of hubble.listenAddress>` (the first
 //! InternalIP, else any address; only the IP when the agent serves no TCP). Nodes without
 //! any address are not announced until they get one: nothing could dial them.
-//! TLS is not served yet, so `tls` is never set.
+//! When the agent serves TLS on TCP, each peer carries `tls.server_name`, Hubble's
+//! `<node>.<cluster>.hubble-grpc.cilium.io`, the name its certificate is issued for.
 
 use crate::state::ClusterState;
 use lumen_api::peer::{
     peer_server::{Peer, PeerServer},
-    ChangeNotification, ChangeNotificationType, NotifyRequest,
+    ChangeNotification, ChangeNotificationType, NotifyRequest, Tls,
 };
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// Peer name → observer address.
-pub type PeerSet = BTreeMap<String, String>;
+/// How to reach one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// Its observer address.
+    pub address: String,
+    /// The TLS server name it serves under, when it serves TLS.
+    pub tls_server_name: Option<String>,
+}
 
-/// The peers of a state snapshot.
-pub fn peers(state: &ClusterState, cluster: &str, port: Option<u16>) -> PeerSet {
+/// Peer name → how to reach it.
+pub type PeerSet = BTreeMap<String, PeerAddress>;
+
+/// The peers of a state snapshot; `tls`: the agents serve TLS on TCP.
+pub fn peers(state: &ClusterState, cluster: &str, port: Option<u16>, tls: bool) -> PeerSet {
     state
         .nodes
         .values()
@@ -32,17 +42,26 @@ pub fn peers(state: &ClusterState, cluster: &str, port: Option<u16>) -> PeerSet 
                 Some(p) => SocketAddr::new(ip, p).to_string(),
                 None => ip.to_string(),
             };
-            Some((format!("{cluster}/{}", n.name), address))
+            let tls_server_name = tls.then(|| lumen_certgen::node_server_name(&n.name, cluster));
+            Some((
+                format!("{cluster}/{}", n.name),
+                PeerAddress {
+                    address,
+                    tls_server_name,
+                },
+            ))
         })
         .collect()
 }
 
-fn note(name: &str, address: &str, kind: ChangeNotificationType) -> ChangeNotification {
+fn note(name: &str, peer: &PeerAddress, kind: ChangeNotificationType) -> ChangeNotification {
     ChangeNotification {
         name: name.to_string(),
-        address: address.to_string(),
+        address: peer.address.clone(),
         r#type: kind as i32,
-        tls: None,
+        tls: peer.tls_server_name.as_ref().map(|n| Tls {
+            server_name: n.clone(),
+        }),
     }
 }
 
@@ -71,19 +90,23 @@ pub fn diff(old: &PeerSet, new: &PeerSet) -> Vec<ChangeNotification> {
 pub struct PeerService {
     cluster: String,
     port: Option<u16>,
+    tls: bool,
     state: watch::Receiver<Arc<ClusterState>>,
 }
 
 impl PeerService {
-    /// Peers of cluster `cluster` from `state`, addressed with `port` (`None`: IP only).
+    /// Peers of cluster `cluster` from `state`, addressed with `port` (`None`: IP only);
+    /// `tls`: they serve TLS there.
     pub fn new(
         cluster: impl Into<String>,
         port: Option<u16>,
+        tls: bool,
         state: watch::Receiver<Arc<ClusterState>>,
     ) -> Self {
         PeerService {
             cluster: cluster.into(),
             port,
+            tls,
             state,
         }
     }
@@ -104,11 +127,11 @@ impl Peer for PeerService {
     ) -> Result<Response<Self::NotifyStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
         let mut state = self.state.clone();
-        let (cluster, port) = (self.cluster.clone(), self.port);
+        let (cluster, port, tls) = (self.cluster.clone(), self.port, self.tls);
         tokio::spawn(async move {
             let mut known = PeerSet::new();
             loop {
-                let now = peers(&state.borrow_and_update(), &cluster, port);
+                let now = peers(&state.borrow_and_update(), &cluster, port, tls);
                 for n in diff(&known, &now) {
                     if tx.send(Ok(n)).await.is_err() {
                         return;
@@ -169,11 +192,11 @@ mod tests {
             node("n2", &[("ExternalIP", "fd00::2")]),
             node("n3", &[]),
         ]);
-        let p = peers(&st, "lab", Some(4244));
+        let p = peers(&st, "lab", Some(4244), false);
         assert_eq!(p.len(), 2, "a node without address is not a peer: {p:?}");
-        assert_eq!(p["lab/n1"], "192.168.77.1:4244");
-        assert_eq!(p["lab/n2"], "[fd00::2]:4244");
-        assert_eq!(peers(&st, "lab", None)["lab/n1"], "192.168.77.1");
+        assert_eq!(p["lab/n1"].address, "192.168.77.1:4244");
+        assert_eq!(p["lab/n2"].address, "[fd00::2]:4244");
+        assert_eq!(peers(&st, "lab", None, false)["lab/n1"].address, "192.168.77.1");
     }
 
     #[test]
@@ -186,6 +209,7 @@ mod tests {
             ]),
             "c",
             Some(4244),
+            false,
         );
         assert_eq!(
             kinds(&diff(&PeerSet::new(), &a)),
@@ -202,6 +226,7 @@ mod tests {
             ]),
             "c",
             Some(4244),
+            false,
         );
         assert_eq!(
             kinds(&diff(&a, &b)),
@@ -220,7 +245,7 @@ mod tests {
             "n1",
             &[("InternalIP", "10.0.0.1")],
         )])));
-        let svc = PeerService::new("lab", Some(4244), rx);
+        let svc = PeerService::new("lab", Some(4244), false, rx);
         let mut s = svc
             .notify(Request::new(NotifyRequest {}))
             .await
@@ -229,6 +254,7 @@ mod tests {
         let first = s.next().await.unwrap().unwrap();
         assert_eq!(first.name, "lab/n1");
         assert_eq!(first.r#type(), ChangeNotificationType::PeerAdded);
+        assert_eq!(first.tls, None, "plaintext agents announce no TLS");
         tx.send(Arc::new(state(vec![
             node("n1", &[("InternalIP", "10.0.0.1")]),
             node("n2", &[("InternalIP", "10.0.0.2")]),
@@ -247,5 +273,38 @@ mod tests {
             deleted.push(n.name);
         }
         assert_eq!(deleted, ["lab/n1", "lab/n2"]);
+    }
+
+    #[tokio::test]
+    async fn agents_serving_tls_announce_their_server_name() {
+        use tokio_stream::StreamExt;
+        let (_tx, rx) = watch::channel(Arc::new(state(vec![
+            node("n1", &[("InternalIP", "10.0.0.1")]),
+            node("worker.zone-a", &[("InternalIP", "10.0.0.2")]),
+        ])));
+        let svc = PeerService::new("lab", Some(4244), true, rx);
+        let mut s = svc
+            .notify(Request::new(NotifyRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = vec![];
+        for _ in 0..2 {
+            let n = s.next().await.unwrap().unwrap();
+            got.push((n.name, n.tls.map(|t| t.server_name)));
+        }
+        assert_eq!(
+            got,
+            [
+                (
+                    "lab/n1".to_string(),
+                    Some("n1.lab.hubble-grpc.cilium.io".to_string())
+                ),
+                (
+                    "lab/worker.zone-a".to_string(),
+                    Some("worker-zone-a.lab.hubble-grpc.cilium.io".to_string())
+                ),
+            ]
+        );
     }
 }

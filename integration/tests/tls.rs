@@ -101,6 +101,32 @@ fn relay_and_agents_speak_mutual_tls() {
     }
 
     let server_name = format!("node1.{CLUSTER_NAME}.hubble-grpc.cilium.io");
+
+    // GetNodes through the relay says how the relay reaches the node: over TLS, verifying
+    // Hubble's server name for it.
+    let nodes = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            let mut c = lumen_integration::hubble::connect_tcp(&relay_addr).await?;
+            anyhow::Ok(
+                c.get_nodes(lumen_api::observer::GetNodesRequest {})
+                    .await?
+                    .into_inner()
+                    .nodes,
+            )
+        })
+        .expect("GetNodes through the relay");
+    let tls: Vec<_> = nodes.iter().map(|n| (n.name.clone(), n.tls.clone())).collect();
+    assert_eq!(
+        tls,
+        [(
+            format!("{CLUSTER_NAME}/node1"),
+            Some(lumen_api::observer::Tls {
+                enabled: true,
+                server_name: server_name.clone()
+            })
+        )]
+    );
     let tls_args = |ca: &str| {
         vec![
             "--tls".to_string(),

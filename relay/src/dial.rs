@@ -95,6 +95,15 @@ pub struct Dialer {
 }
 
 impl Dialer {
+    /// Whether node `node` at `address` is dialled over TLS, and the server name verified
+    /// (empty: the address's host).
+    pub fn tls_of(&self, address: &str, node: &str) -> Option<String> {
+        match (Target::parse(address), &self.tls) {
+            (Ok(Target::Tcp(_)), Some(tls)) => Some(tls.server_name(Some(node)).unwrap_or_default()),
+            _ => None,
+        }
+    }
+
     /// Connects (eagerly, within the timeout), with HTTP/2 keepalives so a dead peer is
     /// noticed within seconds even when idle.
     pub async fn dial(&self, target: &Target) -> Result<Channel, DialError> {
@@ -160,6 +169,40 @@ impl Dialer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_applies_to_tcp_nodes_with_hubbles_server_name() {
+        let plain = Dialer {
+            timeout: Duration::from_secs(1),
+            tls: None,
+        };
+        assert_eq!(plain.tls_of("10.0.0.1:4244", "lab/n1"), None);
+        let dir = std::env::temp_dir().join(format!("lumen-dial-test-{}", std::process::id()));
+        let b = lumen_certgen::generate(&lumen_certgen::Spec {
+            cluster: "lab".into(),
+            nodes: vec![],
+            days: 1,
+        })
+        .unwrap();
+        b.write(&dir, true).unwrap();
+        let tls = crate::tls::DialTls::load(&crate::config::AgentTls {
+            client_cert_file: dir.join("relay-client.crt"),
+            client_key_file: dir.join("relay-client.key"),
+            ca_files: vec![dir.join("ca.crt")],
+            server_name: None,
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let d = Dialer {
+            timeout: Duration::from_secs(1),
+            tls: Some(tls),
+        };
+        assert_eq!(
+            d.tls_of("10.0.0.1:4244", "lab/node.a"),
+            Some("node-a.lab.hubble-grpc.cilium.io".into())
+        );
+        assert_eq!(d.tls_of("unix:///run/h.sock", "lab/n1"), None, "sockets stay plaintext");
+    }
 
     #[test]
     fn parses_addresses() {

@@ -11,32 +11,46 @@
 //!   repeated and a short outage leaves no gap when the agent kept its flows.
 //! - Node status events go to the client as they happen (not through the sort buffer).
 //! - Lost events from nodes are merged like flows.
+//!
+//! Responses stay encoded all the way ([`lumen_api::encoded`]): the relay reads only each
+//! one's time, and writes the bytes the node sent. Every hop (node stream → merge →
+//! client stream) carries batches: whatever has arrived, never waiting to fill one.
 
 use crate::{
     error::RelayError,
-    merge::{time_ns, SortBuffer},
+    merge::SortBuffer,
     pool::{NodeInfo, Snapshot},
     select::NodeSelector,
 };
 use lumen_api::{
-    observer::{
-        get_flows_response::ResponseTypes, observer_client::ObserverClient, GetFlowsRequest,
-        GetFlowsResponse,
-    },
+    encoded::{EncodedResponse, GetFlowsClientCodec},
+    observer::{get_flows_response::ResponseTypes, GetFlowsRequest, GetFlowsResponse},
     relay::{NodeState, NodeStatusEvent},
     wkt::Timestamp,
 };
+use prost::Message;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     future::poll_fn,
+    pin::Pin,
     task::Poll,
     time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tokio_stream::Stream;
+use tonic::{codegen::Bytes, Status, Streaming};
 
-/// Buffering between one node's stream and the merge.
-const NODE_QUEUE: usize = 256;
+/// Batches queued between one node's stream and the merge.
+const NODE_QUEUE: usize = 4;
+
+/// Most responses in one batch from a node.
+const NODE_BATCH: usize = 256;
+
+/// Most responses in one batch towards the client.
+const CLIENT_BATCH: usize = 512;
+
+/// Batches queued towards the client.
+pub const CLIENT_QUEUE: usize = 4;
 
 /// How far out of time order one node's stream may be: an agent's records from different
 /// CPUs reach its ring in reservation order, not timestamp order (seen: ~1 µs apart). The
@@ -54,11 +68,11 @@ pub struct MergeConfig {
     pub open_timeout: Duration,
 }
 
-/// What a node's pump reports. Responses are boxed once here and stay boxed in the sort
-/// buffer: they are large, and moving them around costs more than the allocation.
+/// What a node's pump reports.
 enum NodeMsg {
     Opened,
-    Resp(Box<GetFlowsResponse>),
+    /// Responses in stream order (never empty).
+    Resps(Vec<EncodedResponse>),
     Ended,
     Failed(String),
 }
@@ -66,6 +80,8 @@ enum NodeMsg {
 struct NodeStream {
     name: String,
     rx: mpsc::Receiver<NodeMsg>,
+    /// Received, not yet in the sort buffer (held back by its bound).
+    pending: VecDeque<EncodedResponse>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -102,47 +118,81 @@ pub fn node_status(state: NodeState, nodes: Vec<String>, message: &str) -> GetFl
     }
 }
 
+fn encoded_status(state: NodeState, nodes: Vec<String>, message: &str) -> Bytes {
+    Bytes::from(node_status(state, nodes, message).encode_to_vec())
+}
+
 async fn open(
     node: &NodeInfo,
     req: GetFlowsRequest,
     timeout: Duration,
-) -> Result<Streaming<GetFlowsResponse>, Status> {
+) -> Result<Streaming<EncodedResponse>, Status> {
     let channel = node
         .channel
         .clone()
         .ok_or_else(|| Status::unavailable("not connected"))?;
-    let mut client = ObserverClient::new(channel).max_decoding_message_size(16 << 20);
-    match tokio::time::timeout(timeout, client.get_flows(req)).await {
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(16 << 20);
+    let call = async move {
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("node not ready: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/observer.Observer/GetFlows",
+        );
+        grpc.server_streaming(tonic::Request::new(req), path, GetFlowsClientCodec)
+            .await
+    };
+    match tokio::time::timeout(timeout, call).await {
         Ok(r) => r.map(|r| r.into_inner()),
         Err(_) => Err(Status::deadline_exceeded("the node did not answer in time")),
     }
 }
 
-/// Forwards a node's stream; `announce`: first say it opened (a node joining later).
-async fn pump(stream: Streaming<GetFlowsResponse>, tx: mpsc::Sender<NodeMsg>, announce: bool) {
-    let mut stream = stream;
+/// Forwards a node's stream in batches of what has arrived; `announce`: first say it
+/// opened (a node joining later).
+async fn pump(mut stream: Streaming<EncodedResponse>, tx: mpsc::Sender<NodeMsg>, announce: bool) {
     if announce && tx.send(NodeMsg::Opened).await.is_err() {
         return;
     }
     let last = loop {
-        match stream.message().await {
-            Ok(Some(r)) => {
-                if tx.send(NodeMsg::Resp(Box::new(r))).await.is_err() {
-                    return;
-                }
-            }
+        let first = match stream.message().await {
+            Ok(Some(r)) => r,
             Ok(None) => break NodeMsg::Ended,
             Err(s) => break NodeMsg::Failed(s.message().to_string()),
+        };
+        let mut batch = vec![first];
+        let mut end = None;
+        while batch.len() < NODE_BATCH {
+            let next = poll_fn(|cx| Poll::Ready(Pin::new(&mut stream).poll_next(cx))).await;
+            match next {
+                Poll::Ready(Some(Ok(r))) => batch.push(r),
+                Poll::Ready(Some(Err(s))) => {
+                    end = Some(NodeMsg::Failed(s.message().to_string()));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    end = Some(NodeMsg::Ended);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if tx.send(NodeMsg::Resps(batch)).await.is_err() {
+            return;
+        }
+        if let Some(end) = end {
+            break end;
         }
     };
     let _ = tx.send(last).await;
 }
 
-fn spawn_stream(name: &str, stream: Streaming<GetFlowsResponse>) -> NodeStream {
+fn spawn_stream(name: &str, stream: Streaming<EncodedResponse>) -> NodeStream {
     let (tx, rx) = mpsc::channel(NODE_QUEUE);
     NodeStream {
         name: name.to_string(),
         rx,
+        pending: VecDeque::new(),
         task: tokio::spawn(pump(stream, tx, false)),
     }
 }
@@ -158,7 +208,12 @@ fn spawn_open(node: NodeInfo, req: GetFlowsRequest, timeout: Duration) -> NodeSt
             }
         }
     });
-    NodeStream { name, rx, task }
+    NodeStream {
+        name,
+        rx,
+        pending: VecDeque::new(),
+        task,
+    }
 }
 
 /// A started GetFlows fan-out: run [`FanOut::run`] to feed `tx`.
@@ -286,8 +341,53 @@ impl FanOut {
         }
     }
 
+    /// Moves queued responses into the sort buffer as its bound allows, round the nodes,
+    /// and collects into `out` what may leave it. Sends full batches on the way; `false`:
+    /// the client went away.
+    async fn feed(
+        &mut self,
+        buf: &mut SortBuffer<Bytes>,
+        out: &mut Vec<Bytes>,
+        tx: &mpsc::Sender<Vec<Bytes>>,
+    ) -> bool {
+        let now = Instant::now();
+        let mut next = 0usize;
+        loop {
+            while let Some(r) = buf.pop(now) {
+                out.push(r);
+                if out.len() >= CLIENT_BATCH
+                    && tx.send(std::mem::replace(out, Vec::with_capacity(CLIENT_BATCH))).await.is_err()
+                {
+                    return false;
+                }
+            }
+            let n = self.streams.len();
+            let mut fed = false;
+            for k in 0..n {
+                let i = (next + k) % n;
+                let s = &mut self.streams[i];
+                if s.pending.is_empty() || !buf.wants(&s.name) {
+                    continue;
+                }
+                // While there is room, a node's queue goes in at once; when full, one entry
+                // at a time from the nodes holding the merge back, as they came.
+                for _ in 0..buf.room().max(1).min(s.pending.len()) {
+                    if let Some(e) = s.pending.pop_front() {
+                        buf.push(&s.name, e.time_ns, e.bytes, now);
+                    }
+                }
+                next = i + 1;
+                fed = true;
+                break;
+            }
+            if !fed {
+                return true;
+            }
+        }
+    }
+
     /// Merges until the client goes away or (non-follow) every node has finished.
-    pub async fn run(mut self, tx: mpsc::Sender<Result<GetFlowsResponse, Status>>) {
+    pub async fn run(mut self, tx: mpsc::Sender<Vec<Bytes>>) {
         let follow = self.req.follow;
         let mut buf = SortBuffer::new(
             self.cfg.max_len,
@@ -300,7 +400,7 @@ impl FanOut {
         }
         let mut status = vec![];
         if !connected.is_empty() {
-            status.push(node_status(NodeState::NodeConnected, connected, ""));
+            status.push(encoded_status(NodeState::NodeConnected, connected, ""));
         }
         let unavailable = std::mem::take(&mut self.initial_unavailable);
         if !unavailable.is_empty() {
@@ -309,24 +409,23 @@ impl FanOut {
                 .map(|(n, m)| format!("{n}: {m}"))
                 .collect::<Vec<_>>()
                 .join("; ");
-            status.push(node_status(
+            status.push(encoded_status(
                 NodeState::NodeUnavailable,
                 unavailable.into_iter().map(|(n, _)| n).collect(),
                 &msg,
             ));
         }
-        for s in status {
-            if tx.send(Ok(s)).await.is_err() {
-                return;
-            }
+        if !status.is_empty() && tx.send(status).await.is_err() {
+            return;
         }
         let mut rotate = 0usize;
+        let mut out = Vec::new();
         loop {
-            let now = Instant::now();
-            while let Some(r) = buf.pop(now) {
-                if tx.send(Ok(r)).await.is_err() {
-                    return;
-                }
+            if !self.feed(&mut buf, &mut out, &tx).await {
+                return;
+            }
+            if !out.is_empty() && tx.send(std::mem::take(&mut out)).await.is_err() {
+                return;
             }
             if !follow && self.streams.is_empty() && buf.is_empty() {
                 return;
@@ -339,7 +438,7 @@ impl FanOut {
                 let n = streams.len();
                 for k in 0..n {
                     let i = (k + rotate) % n;
-                    if !bufr.wants(&streams[i].name) {
+                    if !streams[i].pending.is_empty() || !bufr.wants(&streams[i].name) {
                         continue;
                     }
                     match streams[i].rx.poll_recv(cx) {
@@ -356,20 +455,29 @@ impl FanOut {
             });
             tokio::select! {
                 (i, msg) = next => {
-                    let name = self.streams[i].name.clone();
                     match msg {
                         NodeMsg::Opened => {
+                            let name = self.streams[i].name.clone();
                             buf.open(&name);
-                            let s = node_status(NodeState::NodeConnected, vec![name], "");
-                            if tx.send(Ok(s)).await.is_err() {
+                            let s = encoded_status(NodeState::NodeConnected, vec![name], "");
+                            if tx.send(vec![s]).await.is_err() {
                                 return;
                             }
                         }
-                        NodeMsg::Resp(r) => {
-                            self.last_ns.insert(name.clone(), time_ns(&r));
-                            buf.push(&name, r, Instant::now());
+                        NodeMsg::Resps(batch) => {
+                            let s = &mut self.streams[i];
+                            if let Some(last) = batch.last() {
+                                match self.last_ns.get_mut(&s.name) {
+                                    Some(t) => *t = last.time_ns,
+                                    None => {
+                                        self.last_ns.insert(s.name.clone(), last.time_ns);
+                                    }
+                                }
+                            }
+                            s.pending.extend(batch);
                         }
                         NodeMsg::Ended | NodeMsg::Failed(_) => {
+                            let name = self.streams[i].name.clone();
                             self.streams.swap_remove(i);
                             buf.close(&name);
                             let why = match msg {
@@ -379,8 +487,8 @@ impl FanOut {
                             };
                             if let Some(why) = why {
                                 tracing::info!(node = %name, reason = %why, "node left the stream");
-                                let s = node_status(NodeState::NodeUnavailable, vec![name], &why);
-                                if tx.send(Ok(s)).await.is_err() {
+                                let s = encoded_status(NodeState::NodeUnavailable, vec![name], &why);
+                                if tx.send(vec![s]).await.is_err() {
                                     return;
                                 }
                             }
@@ -410,7 +518,7 @@ mod tests {
     //! The fan-out against synthetic agents: in-process Observer servers on unix sockets
     //! whose GetFlows streams are scripted.
     use super::*;
-    use crate::{config::Backoff, dial::Dialer, pool::Pool};
+    use crate::{config::Backoff, dial::Dialer, merge::time_ns, pool::Pool};
     use lumen_api::{
         flow::Flow,
         observer::{
@@ -609,8 +717,22 @@ mod tests {
         req: GetFlowsRequest,
     ) -> Result<mpsc::Receiver<Result<GetFlowsResponse, Status>>, RelayError> {
         let fan = FanOut::start(req, pool.subscribe(), CFG).await?;
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, brx) = mpsc::channel(CLIENT_QUEUE);
         tokio::spawn(fan.run(tx));
+        // What a client decodes from the stream the relay serves.
+        let (dtx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            let mut s = lumen_api::encoded::BatchStream::new(brx);
+            while let Some(b) = s.next().await {
+                let r = b.and_then(|b| {
+                    GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string()))
+                });
+                if dtx.send(r).await.is_err() {
+                    return;
+                }
+            }
+        });
         Ok(rx)
     }
 

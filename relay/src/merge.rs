@@ -1,7 +1,8 @@
 //! The sort buffer: merges the nodes' GetFlows streams into one time-ordered stream.
 //!
-//! Entries sit in a min-heap by event time (`GetFlowsResponse.time`, ties in arrival
-//! order). The minimum leaves the buffer when
+//! Entries (whatever the caller merges: the relay's are encoded responses) sit in a
+//! min-heap by event time (`GetFlowsResponse.time`, ties in arrival order). The minimum
+//! leaves the buffer when
 //!
 //! 1. every node still streaming has sent an entry at least `slack` later than it: each
 //!    node's stream is in time order up to `slack` (an agent's records from different CPUs
@@ -35,26 +36,25 @@ pub fn time_ns(r: &GetFlowsResponse) -> i64 {
         .unwrap_or(0)
 }
 
-struct Entry {
+struct Entry<T> {
     time: i64,
     seq: u64,
     node: usize,
-    // Boxed: a response is over a kilobyte, and the heap moves entries on every push/pop.
-    resp: Box<GetFlowsResponse>,
+    item: T,
 }
 
-impl PartialEq for Entry {
+impl<T> PartialEq for Entry<T> {
     fn eq(&self, o: &Self) -> bool {
         (self.time, self.seq) == (o.time, o.seq)
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl<T> Eq for Entry<T> {}
+impl<T> PartialOrd for Entry<T> {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Entry {
+impl<T> Ord for Entry<T> {
     fn cmp(&self, o: &Self) -> Ordering {
         (self.time, self.seq).cmp(&(o.time, o.seq))
     }
@@ -77,12 +77,12 @@ impl Default for NodeSlot {
     }
 }
 
-/// The sort buffer of one GetFlows request. Nodes are identified by name.
-pub struct SortBuffer {
+/// The sort buffer of one GetFlows request, holding `T`s. Nodes are identified by name.
+pub struct SortBuffer<T> {
     max_len: usize,
     drain_timeout: Option<Duration>,
     slack_ns: i64,
-    heap: BinaryHeap<Reverse<Entry>>,
+    heap: BinaryHeap<Reverse<Entry<T>>>,
     /// Arrival time of every queued entry by sequence number (= arrival order).
     arrivals: BTreeMap<u64, Instant>,
     ids: HashMap<String, usize>,
@@ -90,7 +90,7 @@ pub struct SortBuffer {
     seq: u64,
 }
 
-impl SortBuffer {
+impl<T> SortBuffer<T> {
     /// An empty buffer; `slack`: how far out of order one node's stream may be.
     pub fn new(max_len: usize, drain_timeout: Option<Duration>, slack: Duration) -> Self {
         SortBuffer {
@@ -126,11 +126,9 @@ impl SortBuffer {
         self.nodes[i].live = false;
     }
 
-    /// Queues a response of `node`, arrived at `now`.
-    pub fn push(&mut self, node: &str, resp: impl Into<Box<GetFlowsResponse>>, now: Instant) {
-        let resp = resp.into();
+    /// Queues `item` of `node`, with event time `time` (ns), arrived at `now`.
+    pub fn push(&mut self, node: &str, time: i64, item: T, now: Instant) {
         let i = self.id(node);
-        let time = time_ns(&resp);
         let slot = &mut self.nodes[i];
         slot.queued += 1;
         slot.high = slot.high.max(time);
@@ -140,7 +138,7 @@ impl SortBuffer {
             time,
             seq: self.seq,
             node: i,
-            resp,
+            item,
         }));
     }
 
@@ -177,8 +175,13 @@ impl SortBuffer {
         self.arrivals.values().next().map(|a| *a + d)
     }
 
-    /// The next response that may leave the buffer at `now`.
-    pub fn pop(&mut self, now: Instant) -> Option<GetFlowsResponse> {
+    /// Room left before the buffer is full.
+    pub fn room(&self) -> usize {
+        self.max_len.saturating_sub(self.heap.len())
+    }
+
+    /// The next item that may leave the buffer at `now`.
+    pub fn pop(&mut self, now: Instant) -> Option<T> {
         let min = self.heap.peek()?.0.time;
         let all_ready = !self.nodes.iter().any(|n| self.holds_back(n, min));
         let full = self.heap.len() > self.max_len;
@@ -189,7 +192,7 @@ impl SortBuffer {
         let Reverse(e) = self.heap.pop()?;
         self.nodes[e.node].queued -= 1;
         self.arrivals.remove(&e.seq);
-        Some(*e.resp)
+        Some(e.item)
     }
 }
 
@@ -214,7 +217,17 @@ mod tests {
         }
     }
 
-    fn drain(b: &mut SortBuffer, now: Instant) -> Vec<(String, i64)> {
+    /// A buffer of test responses.
+    trait Push {
+        fn push_resp(&mut self, node: &str, r: GetFlowsResponse, now: Instant);
+    }
+    impl Push for SortBuffer<GetFlowsResponse> {
+        fn push_resp(&mut self, node: &str, r: GetFlowsResponse, now: Instant) {
+            self.push(node, time_ns(&r), r, now)
+        }
+    }
+
+    fn drain(b: &mut SortBuffer<GetFlowsResponse>, now: Instant) -> Vec<(String, i64)> {
         std::iter::from_fn(|| b.pop(now))
             .map(|r| (r.node_name.clone(), time_ns(&r)))
             .collect()
@@ -223,15 +236,15 @@ mod tests {
     #[test]
     fn waits_for_every_live_node_then_merges_in_time_order() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
         b.open("a");
         b.open("b");
         for t in [1, 4, 6] {
-            b.push("a", resp("a", t), now);
+            b.push_resp("a", resp("a", t), now);
         }
         assert!(b.pop(now).is_none(), "b has sent nothing yet");
-        b.push("b", resp("b", 2), now);
-        b.push("b", resp("b", 5), now);
+        b.push_resp("b", resp("b", 2), now);
+        b.push_resp("b", resp("b", 5), now);
         // a: 1 4 6, b: 2 5 → safe until b runs dry (after 5 only a's 6 remains).
         assert_eq!(
             drain(&mut b, now),
@@ -250,11 +263,11 @@ mod tests {
     #[test]
     fn idle_node_is_not_waited_for_beyond_the_drain_timeout() {
         let t0 = Instant::now();
-        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
         b.open("a");
         b.open("idle");
-        b.push("a", resp("a", 10), t0);
-        b.push("a", resp("a", 20), t0 + Duration::from_millis(50));
+        b.push_resp("a", resp("a", 10), t0);
+        b.push_resp("a", resp("a", 20), t0 + Duration::from_millis(50));
         assert!(b.pop(t0 + Duration::from_millis(99)).is_none());
         assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(100)));
         assert_eq!(
@@ -271,12 +284,12 @@ mod tests {
     #[test]
     fn without_drain_timeout_waits_until_the_node_ends() {
         let t0 = Instant::now();
-        let mut b = SortBuffer::new(100, None, Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(100, None, Duration::ZERO);
         b.open("a");
         b.open("slow");
-        b.push("a", resp("a", 10), t0);
+        b.push_resp("a", resp("a", 10), t0);
         assert!(b.pop(t0 + Duration::from_secs(60)).is_none());
-        b.push("slow", resp("slow", 5), t0);
+        b.push_resp("slow", resp("slow", 5), t0);
         b.close("slow");
         assert_eq!(drain(&mut b, t0), [("slow".into(), 5), ("a".into(), 10)]);
     }
@@ -284,17 +297,17 @@ mod tests {
     #[test]
     fn bounded_and_flow_controlled() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(3, Some(Duration::from_secs(10)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(3, Some(Duration::from_secs(10)), Duration::ZERO);
         b.open("a");
         b.open("b");
         for t in 1..=3 {
             assert!(b.wants("a"));
-            b.push("a", resp("a", t), now);
+            b.push_resp("a", resp("a", t), now);
         }
         assert!(!b.wants("a"), "full: a has entries queued");
         assert!(b.wants("b"), "full: b holds the merge back");
         assert!(b.pop(now).is_none());
-        b.push("a", resp("a", 4), now); // a caller ignoring wants(): the bound holds
+        b.push_resp("a", resp("a", 4), now); // a caller ignoring wants(): the bound holds
         assert_eq!(b.pop(now).map(|r| time_ns(&r)), Some(1));
         assert!(b.pop(now).is_none());
     }
@@ -302,34 +315,34 @@ mod tests {
     #[test]
     fn slack_absorbs_small_disorder_within_a_node() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, None, Duration::from_nanos(10));
+        let mut b = SortBuffer::<GetFlowsResponse>::new(100, None, Duration::from_nanos(10));
         b.open("a");
         b.open("b");
-        b.push("a", resp("a", 105), now);
-        b.push("b", resp("b", 200), now);
+        b.push_resp("a", resp("a", 105), now);
+        b.push_resp("b", resp("b", 200), now);
         assert!(
             b.pop(now).is_none(),
             "a may still send something before 105"
         );
-        b.push("a", resp("a", 100), now); // a's CPUs raced: 100 after 105
+        b.push_resp("a", resp("a", 100), now); // a's CPUs raced: 100 after 105
         assert!(b.pop(now).is_none());
-        b.push("a", resp("a", 300), now);
+        b.push_resp("a", resp("a", 300), now);
         assert_eq!(drain(&mut b, now), [("a".into(), 100), ("a".into(), 105)]);
-        b.push("b", resp("b", 300), now);
+        b.push_resp("b", resp("b", 300), now);
         assert_eq!(drain(&mut b, now), [("b".into(), 200)]);
     }
 
     #[test]
     fn full_buffer_reads_only_from_nodes_holding_back() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(2, None, Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(2, None, Duration::ZERO);
         b.open("a");
         b.open("b");
-        b.push("a", resp("a", 1), now);
-        b.push("a", resp("a", 2), now);
+        b.push_resp("a", resp("a", 1), now);
+        b.push_resp("a", resp("a", 2), now);
         assert!(!b.wants("a") && b.wants("b"));
         assert!(b.pop(now).is_none());
-        b.push("b", resp("b", 1), now);
+        b.push_resp("b", resp("b", 1), now);
         assert_eq!(drain(&mut b, now), [("a".into(), 1), ("b".into(), 1)]);
         assert!(b.wants("b"), "a's 2 waits for b again");
     }
@@ -337,10 +350,10 @@ mod tests {
     #[test]
     fn node_going_away_releases_the_others() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, None, Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(100, None, Duration::ZERO);
         b.open("a");
         b.open("dying");
-        b.push("a", resp("a", 1), now);
+        b.push_resp("a", resp("a", 1), now);
         assert!(b.pop(now).is_none());
         b.close("dying");
         assert_eq!(drain(&mut b, now), [("a".into(), 1)]);
@@ -349,14 +362,14 @@ mod tests {
     #[test]
     fn late_node_joins_the_merge() {
         let now = Instant::now();
-        let mut b = SortBuffer::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
         b.open("a");
-        b.push("a", resp("a", 1), now);
+        b.push_resp("a", resp("a", 1), now);
         assert_eq!(drain(&mut b, now), [("a".into(), 1)]);
         b.open("late");
-        b.push("a", resp("a", 3), now);
+        b.push_resp("a", resp("a", 3), now);
         assert!(b.pop(now).is_none(), "the late node is waited for");
-        b.push("late", resp("late", 2), now);
+        b.push_resp("late", resp("late", 2), now);
         assert_eq!(drain(&mut b, now), [("late".into(), 2)]);
         let later = now + Duration::from_millis(100);
         assert_eq!(drain(&mut b, later), [("a".into(), 3)]);

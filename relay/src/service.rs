@@ -1,15 +1,16 @@
 //! The relay's `observer.Observer`: thin handlers over the [`Pool`], [`FanOut`] and the
-//! aggregations below.
+//! aggregations below. GetFlows is served through [`ObserverRoutes`], so that the nodes'
+//! encoded responses are written to the client unchanged.
 
 use crate::{
     error::RelayError,
-    flows::{FanOut, MergeConfig},
+    flows::{FanOut, MergeConfig, CLIENT_QUEUE},
     pool::{NodeInfo, Pool},
 };
 use lumen_api::{
     observer::{
         observer_client::ObserverClient,
-        observer_server::{Observer, ObserverServer},
+        observer_server::Observer,
         GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
         GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
         GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node,
@@ -17,10 +18,15 @@ use lumen_api::{
     },
     relay::NodeState,
 };
+use lumen_api::encoded::{BatchStream, EncodedFlows, ObserverRoutes};
+use prost::Message;
 use std::{collections::BTreeSet, time::Duration};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::{codegen::BoxStream, Request, Response, Status};
+
+/// Largest request accepted (Hubble's limit).
+const MAX_REQUEST: usize = 4 << 20;
 
 /// Version string reported in ServerStatus and GetNodes.
 pub const VERSION: &str = concat!("lumen-relay-", env!("CARGO_PKG_VERSION"));
@@ -43,9 +49,10 @@ impl RelayService {
         }
     }
 
-    /// As a tonic service (Hubble's message size limits).
-    pub fn into_server(self) -> ObserverServer<Self> {
-        ObserverServer::new(self).max_decoding_message_size(4 << 20)
+    /// As a tonic service (Hubble's message size limits), GetFlows forwarding encoded
+    /// responses.
+    pub fn into_server(self) -> ObserverRoutes<Self> {
+        ObserverRoutes::new(self, MAX_REQUEST)
     }
 
     /// Calls `f` on every connected node at once (each bounded by the open timeout);
@@ -120,20 +127,34 @@ pub fn aggregate_status(
     out
 }
 
+impl EncodedFlows for RelayService {
+    type Stream = BatchStream;
+
+    /// Starts a fan-out for `req`; its encoded responses arrive on the stream.
+    async fn encoded_flows(&self, req: GetFlowsRequest) -> Result<BatchStream, Status> {
+        let fan = FanOut::start(req, self.pool.subscribe(), self.merge).await?;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(fan.run(tx));
+        Ok(BatchStream::new(rx))
+    }
+}
+
 #[tonic::async_trait]
 impl Observer for RelayService {
-    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetFlowsStream = BoxStream<GetFlowsResponse>;
     type GetAgentEventsStream = ReceiverStream<Result<GetAgentEventsResponse, Status>>;
     type GetDebugEventsStream = ReceiverStream<Result<GetDebugEventsResponse, Status>>;
 
+    // Served, GetFlows goes through `ObserverRoutes` to `encoded_flows`: this is for
+    // callers of the trait only.
     async fn get_flows(
         &self,
         req: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let fan = FanOut::start(req.into_inner(), self.pool.subscribe(), self.merge).await?;
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(fan.run(tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let stream = self.encoded_flows(req.into_inner()).await?.map(|b| {
+            b.and_then(|b| GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string())))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_agent_events(
@@ -157,6 +178,7 @@ impl Observer for RelayService {
         let answers = self
             .ask_all(|mut c| async move { c.get_nodes(GetNodesRequest {}).await })
             .await;
+        let dialer = self.pool.dialer();
         let nodes = answers
             .into_iter()
             .map(|(info, r)| {
@@ -167,14 +189,16 @@ impl Observer for RelayService {
                     NodeState::NodeUnavailable
                 };
                 let own = own.unwrap_or_default();
+                let tls = dialer.tls_of(&info.address, &info.name);
                 Node {
                     name: info.name,
                     version: own.version,
                     address: info.address,
                     state: state as i32,
+                    // As Hubble's relay: how it reaches the node.
                     tls: Some(Tls {
-                        enabled: false,
-                        server_name: String::new(),
+                        enabled: tls.is_some(),
+                        server_name: tls.unwrap_or_default(),
                     }),
                     uptime_ns: own.uptime_ns,
                     num_flows: own.num_flows,

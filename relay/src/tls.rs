@@ -33,18 +33,23 @@ impl DialTls {
         })
     }
 
-    /// The client configuration for node `node` (`cluster/node`, if known): the name to
-    /// verify is `serverName` if configured, else `<node>.<cluster>.hubble-grpc.cilium.io`,
-    /// else the host of the address.
+    /// The name verified for node `node` (`cluster/node`, if known): `serverName` if
+    /// configured, else Hubble's `<node>.<cluster>.hubble-grpc.cilium.io`; `None`: the
+    /// host of the address.
+    pub fn server_name(&self, node: Option<&str>) -> Option<String> {
+        self.server_name.clone().or_else(|| {
+            node.and_then(|n| n.split_once('/'))
+                .map(|(cluster, node)| lumen_certgen::node_server_name(node, cluster))
+        })
+    }
+
+    /// The client configuration for node `node` (`cluster/node`, if known), verifying
+    /// [`DialTls::server_name`].
     pub fn client_config(&self, node: Option<&str>) -> ClientTlsConfig {
         let mut c = ClientTlsConfig::new()
             .identity(self.identity.clone())
             .ca_certificate(self.ca.clone());
-        let name = self.server_name.clone().or_else(|| {
-            node.and_then(|n| n.split_once('/'))
-                .map(|(cluster, node)| format!("{node}.{cluster}.hubble-grpc.cilium.io"))
-        });
-        if let Some(n) = name {
+        if let Some(n) = self.server_name(node) {
             c = c.domain_name(n);
         }
         c

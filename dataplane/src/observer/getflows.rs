@@ -4,6 +4,9 @@
 //! `follow` alone asks only for new flows); `since`/`until` bound flow time (inclusive);
 //! `follow` keeps streaming new flows. Whitelist/blacklist filters select flows (loss
 //! reports always pass), and the field mask trims each flow.
+//!
+//! Responses are encoded here, in the request's own task, and handed to the connection in
+//! batches (one per read of the ring): the connection's task only copies bytes.
 
 use crate::{
     events::{Event, LostInfo, LostSource},
@@ -12,6 +15,10 @@ use crate::{
 };
 use lumen_api::observer::{GetFlowsRequest, GetFlowsResponse};
 use lumen_filter::{fieldmask::FlowMask, FlowMatcher};
+use prost::{
+    bytes::{Bytes, BytesMut},
+    Message,
+};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -30,6 +37,27 @@ pub enum QueryError {
     /// `since` after `until`, or a timestamp out of range.
     #[error("invalid time range: {0}")]
     TimeRange(String),
+}
+
+/// Bytes allocated at a time for encoding responses.
+const ENCODE_BLOCK: usize = 16 * 1024;
+
+/// Encodes responses back to back into shared blocks, each split off as its own `Bytes`
+/// (one allocation per block rather than one per response).
+#[derive(Default)]
+struct ResponseEncoder {
+    buf: BytesMut,
+}
+
+impl ResponseEncoder {
+    fn encode(&mut self, r: &GetFlowsResponse) -> Bytes {
+        let n = r.encoded_len();
+        if self.buf.capacity() < n {
+            self.buf.reserve(n.max(ENCODE_BLOCK));
+        }
+        r.encode_raw(&mut self.buf);
+        self.buf.split().freeze()
+    }
 }
 
 /// A validated GetFlows request.
@@ -183,17 +211,23 @@ impl Query {
         (out, tail)
     }
 
-    /// Streams the answer into `tx` until done, the client goes away, or `until` passes.
+    /// Streams the answer, encoded, into `tx` until done, the client goes away, or `until`
+    /// passes.
     pub async fn run(
         self,
         ring: Arc<Ring<Arc<Event>>>,
         node_name: Arc<str>,
-        tx: mpsc::Sender<Result<GetFlowsResponse, tonic::Status>>,
+        tx: mpsc::Sender<Vec<Bytes>>,
     ) {
         let mut rx = ring.subscribe();
+        let mut enc = ResponseEncoder::default();
         let (history, mut cursor) = self.history(&ring);
-        for resp in history {
-            if tx.send(Ok(resp)).await.is_err() {
+        for chunk in history.chunks(CHUNK) {
+            if tx
+                .send(chunk.iter().map(|r| enc.encode(r)).collect())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -205,6 +239,7 @@ impl Query {
             buf.clear();
             let r = ring.read_from(cursor, CHUNK, &mut buf);
             cursor = r.next;
+            let mut batch = Vec::with_capacity(buf.len() + 1);
             if r.lost > 0 {
                 let lost = Event::Lost(LostInfo {
                     source: LostSource::FlowRing,
@@ -213,22 +248,23 @@ impl Query {
                     time_ns: now_ns(),
                     node_name: node_name.clone(),
                 });
-                if tx.send(Ok(flow_proto::response(&lost))).await.is_err() {
-                    return;
-                }
+                batch.push(enc.encode(&flow_proto::response(&lost)));
             }
+            let mut done = false;
             for ev in &buf {
                 if self.after_until(ev.time_ns()) {
-                    return;
+                    done = true;
+                    break;
                 }
                 if self.before_since(ev.time_ns()) {
                     continue;
                 }
                 if let Some(resp) = self.render(ev) {
-                    if tx.send(Ok(resp)).await.is_err() {
-                        return;
-                    }
+                    batch.push(enc.encode(&resp));
                 }
+            }
+            if !batch.is_empty() && tx.send(batch).await.is_err() || done {
+                return;
             }
             if buf.is_empty() {
                 if self.after_until(now_ns()) {
@@ -356,14 +392,26 @@ mod tests {
     #[tokio::test]
     async fn an_overtaken_follower_gets_a_lost_event() {
         let ring = Arc::new(Ring::new(8));
-        let (tx, mut rx) = mpsc::channel(1);
+        let (btx, brx) = mpsc::channel(1);
         let task = tokio::spawn(
             query(GetFlowsRequest {
                 follow: true,
                 ..Default::default()
             })
-            .run(ring.clone(), "lab/n1".into(), tx),
+            .run(ring.clone(), "lab/n1".into(), btx),
         );
+        // One response at a time, decoded, as a client reads them.
+        let (tx, mut rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            let mut s = lumen_api::encoded::BatchStream::new(brx);
+            while let Some(b) = s.next().await {
+                let r = GetFlowsResponse::decode(b.unwrap()).map_err(|e| e.to_string());
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+        });
         tokio::task::yield_now().await;
         ring.push(flow(0));
         let first = rx.recv().await.unwrap().unwrap();

@@ -1,6 +1,7 @@
 //! The `observer.Observer` gRPC service of one node, plus `grpc.health.v1`, served on a
 //! unix socket and on TCP. Handlers are thin; the semantics live in [`getflows`] and in
-//! plain functions here.
+//! plain functions here. GetFlows is served through [`ObserverRoutes`], which writes the
+//! responses [`getflows`] has encoded.
 
 pub mod getflows;
 pub mod tls;
@@ -8,6 +9,7 @@ pub mod tls;
 use crate::{agent::Agent, events::Event, ring::Ring};
 use getflows::{Query, QueryError};
 use lumen_api::{
+    encoded::{BatchStream, EncodedFlows, ObserverRoutes},
     observer::{
         observer_server::{Observer, ObserverServer},
         GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
@@ -19,8 +21,9 @@ use lumen_api::{
 };
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use prost::Message;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::{codegen::BoxStream, Request, Response, Status};
 
 /// Version string reported in ServerStatus and GetNodes.
 pub const VERSION: &str = concat!("lumen-", env!("CARGO_PKG_VERSION"));
@@ -45,8 +48,8 @@ impl ObserverService {
     }
 
     /// As a tonic service, with Hubble's message size limits.
-    pub fn into_server(self) -> ObserverServer<Self> {
-        ObserverServer::new(self).max_decoding_message_size(4 << 20)
+    pub fn into_server(self) -> ObserverRoutes<Self> {
+        ObserverRoutes::new(self, 4 << 20)
     }
 }
 
@@ -98,9 +101,21 @@ pub fn namespaces(ring: &Ring<Arc<Event>>) -> Vec<Namespace> {
         .collect()
 }
 
+impl EncodedFlows for ObserverService {
+    type Stream = BatchStream;
+
+    async fn encoded_flows(&self, req: GetFlowsRequest) -> Result<BatchStream, Status> {
+        let query = Query::from_request(&req)?;
+        // Batches of up to a ring read (1024 responses) each.
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(query.run(self.agent.ring.clone(), self.agent.node_name.clone(), tx));
+        Ok(BatchStream::new(rx))
+    }
+}
+
 #[tonic::async_trait]
 impl Observer for ObserverService {
-    type GetFlowsStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+    type GetFlowsStream = BoxStream<GetFlowsResponse>;
     type GetAgentEventsStream = ReceiverStream<Result<GetAgentEventsResponse, Status>>;
     type GetDebugEventsStream = ReceiverStream<Result<GetDebugEventsResponse, Status>>;
 
@@ -108,10 +123,12 @@ impl Observer for ObserverService {
         &self,
         req: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let query = Query::from_request(req.get_ref())?;
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(query.run(self.agent.ring.clone(), self.agent.node_name.clone(), tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        // Served, GetFlows goes through `ObserverRoutes` to `encoded_flows`: this is for
+        // callers of the trait only.
+        let stream = self.encoded_flows(req.into_inner()).await?.map(|b| {
+            b.and_then(|b| GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string())))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_agent_events(
@@ -142,8 +159,12 @@ impl Observer for ObserverService {
                 address: a.cfg.hubble.listen_address.clone(),
                 state: NodeState::NodeConnected as i32,
                 tls: Some(Tls {
-                    enabled: false,
-                    server_name: String::new(),
+                    enabled: a.cfg.hubble.tls.enabled,
+                    server_name: if a.cfg.hubble.tls.enabled {
+                        lumen_certgen::node_server_name(&a.cfg.node_name, &a.cfg.cluster.name)
+                    } else {
+                        String::new()
+                    },
                 }),
                 uptime_ns: a.started.elapsed().as_nanos() as u64,
                 num_flows: a.ring.len() as u64,
@@ -197,6 +218,7 @@ pub async fn serve(
     let peer = crate::peer::PeerService::new(
         agent.cfg.cluster.name.clone(),
         agent.cfg.listen_socket_addr().ok().map(|a| a.port()),
+        !agent.cfg.hubble.listen_address.is_empty() && agent.cfg.hubble.tls.enabled,
         agent.state(),
     )
     .into_server();

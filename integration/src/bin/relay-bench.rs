@@ -59,6 +59,8 @@ fn status_kib(pid: u32, key: &str) -> Result<u64> {
 #[derive(Default)]
 struct Seen {
     flows: AtomicU64,
+    /// Events reported lost (agents' rings overrun, perf buffer full...).
+    lost: AtomicU64,
     record_latency: AtomicBool,
     latencies_ns: Mutex<Vec<i64>>,
 }
@@ -79,6 +81,8 @@ struct Round {
     agents_cpu_pct: f64,
     /// Flows delivered from the flood, including the backlog after it.
     delivered: u64,
+    /// Events reported lost during the flood and its backlog.
+    lost: u64,
     relay_rss_kib: u64,
     relay_hwm_kib: u64,
     p50_ms: f64,
@@ -121,6 +125,9 @@ fn round(n: usize, rt: &tokio::runtime::Runtime) -> Result<Round> {
                 .await?
                 .into_inner();
             while let Some(r) = s.message().await? {
+                if let Some(ResponseTypes::LostEvents(l)) = &r.response_types {
+                    seen.lost.fetch_add(l.num_events_lost, Ordering::Relaxed);
+                }
                 if let Some(ResponseTypes::Flow(f)) = &r.response_types {
                     seen.flows.fetch_add(1, Ordering::Relaxed);
                     if seen.record_latency.load(Ordering::Relaxed) {
@@ -138,6 +145,7 @@ fn round(n: usize, rt: &tokio::runtime::Runtime) -> Result<Round> {
 
     // 1. Throughput.
     let flows0 = seen.flows.load(Ordering::Relaxed);
+    let lost0 = seen.lost.load(Ordering::Relaxed);
     let cpu0 = cpu_seconds(pid)?;
     let agent_pids: Vec<u32> = nodes.iter().filter_map(|n| n.agent_pid()).collect();
     let agents_cpu = || -> Result<f64> { agent_pids.iter().map(|p| cpu_seconds(*p)).sum() };
@@ -184,6 +192,7 @@ fn round(n: usize, rt: &tokio::runtime::Runtime) -> Result<Round> {
         last = now;
     }
     let delivered = seen.flows.load(Ordering::Relaxed) - flows0;
+    let lost = seen.lost.load(Ordering::Relaxed) - lost0;
 
     // 2. Latency at a moderate rate.
     seen.record_latency.store(true, Ordering::Relaxed);
@@ -220,6 +229,7 @@ fn round(n: usize, rt: &tokio::runtime::Runtime) -> Result<Round> {
         relay_cpu_pct: (cpu1 - cpu0) / elapsed * 100.0,
         agents_cpu_pct: (acpu1 - acpu0) / elapsed * 100.0,
         delivered,
+        lost,
         relay_rss_kib: rss,
         relay_hwm_kib: hwm,
         p50_ms: percentile(&mut lat, 0.50),
@@ -237,8 +247,8 @@ fn main() -> Result<()> {
     for n in [2, 4] {
         let r = round(n, &rt)?;
         println!(
-            "relay, {} agents: {:9.0} flows/s to one follow client (target ≥ 200,000), relay CPU {:5.1} % of a core, RSS {} KiB (peak {} KiB); agents' CPU {:5.1} %; {} flows delivered in all",
-            r.nodes, r.flows_per_s, r.relay_cpu_pct, r.relay_rss_kib, r.relay_hwm_kib, r.agents_cpu_pct, r.delivered
+            "relay, {} agents: {:9.0} flows/s to one follow client (target ≥ 200,000), relay CPU {:5.1} % of a core, RSS {} KiB (peak {} KiB); agents' CPU {:5.1} %; {} flows delivered in all, {} events reported lost",
+            r.nodes, r.flows_per_s, r.relay_cpu_pct, r.relay_rss_kib, r.relay_hwm_kib, r.agents_cpu_pct, r.delivered, r.lost
         );
         println!(
             "relay, {} agents: packet→client latency p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 250 ms; {} samples)",
@@ -252,7 +262,7 @@ fn main() -> Result<()> {
             serde_json::json!({
                 "agents": r.nodes, "flows_per_s": r.flows_per_s,
                 "relay_cpu_pct": r.relay_cpu_pct, "relay_rss_kib": r.relay_rss_kib,
-                "agents_cpu_pct": r.agents_cpu_pct, "flood_flows_delivered": r.delivered,
+                "agents_cpu_pct": r.agents_cpu_pct, "flood_flows_delivered": r.delivered, "flood_events_lost": r.lost,
                 "relay_peak_rss_kib": r.relay_hwm_kib,
                 "latency_p50_ms": r.p50_ms, "latency_p99_ms": r.p99_ms,
                 "latency_samples": r.latency_samples,

@@ -9,6 +9,8 @@
 //! - [`peer`]: the `peer.Peer` service, with which a relay discovers the nodes;
 //! - [`relay`]: node-status events the relay mixes into the flow stream.
 //!
+//! [`encoded`] has codecs that keep GetFlows responses in their wire encoding.
+//!
 //! Every message implements `prost::Message` and serde's `Serialize`/`Deserialize` with
 //! the protobuf JSON mapping as the Hubble CLI prints it (`hubble observe -o json`):
 //! original proto field names (`source_port`, `ipVersion`, `IP`), enums as names, 64-bit
@@ -22,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod encoded;
 pub mod wkt;
 
 /// Package `flow`: the flow record, its parts, filters, lost/agent/debug events.
