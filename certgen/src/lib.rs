@@ -86,7 +86,11 @@ pub struct Bundle {
 /// `<node>.<cluster>.hubble-grpc.cilium.io`, with dots in either name turned into dashes
 /// (so that every node's name is at the same DNS level) and `default` for an empty cluster.
 pub fn node_server_name(node: &str, cluster: &str) -> String {
-    let cluster = if cluster.is_empty() { "default" } else { cluster };
+    let cluster = if cluster.is_empty() {
+        "default"
+    } else {
+        cluster
+    };
     format!(
         "{}.{}.hubble-grpc.cilium.io",
         node.replace('.', "-"),
@@ -277,7 +281,10 @@ mod tests {
             node_server_name("ip-10-0-0-1.ec2.internal", "prod.eu"),
             "ip-10-0-0-1-ec2-internal.prod-eu.hubble-grpc.cilium.io"
         );
-        assert_eq!(node_server_name("n1", ""), "n1.default.hubble-grpc.cilium.io");
+        assert_eq!(
+            node_server_name("n1", ""),
+            "n1.default.hubble-grpc.cilium.io"
+        );
         let dir = tempfile::tempdir().unwrap();
         let files = b.write(dir.path(), false).unwrap();
         assert_eq!(files.len(), 8);

@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(p.len(), 2, "a node without address is not a peer: {p:?}");
         assert_eq!(p["lab/n1"].address, "192.168.77.1:4244");
         assert_eq!(p["lab/n2"].address, "[fd00::2]:4244");
-        assert_eq!(peers(&st, "lab", None, false)["lab/n1"].address, "192.168.77.1");
+        assert_eq!(
+            peers(&st, "lab", None, false)["lab/n1"].address,
+            "192.168.77.1"
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ fn relay_and_agents_speak_mutual_tls() {
             )
         })
         .expect("GetNodes through the relay");
-    let tls: Vec<_> = nodes.iter().map(|n| (n.name.clone(), n.tls.clone())).collect();
+    let tls: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.tls.clone()))
+        .collect();
     assert_eq!(
         tls,
         [(

@@ -99,7 +99,9 @@ impl Dialer {
     /// (empty: the address's host).
     pub fn tls_of(&self, address: &str, node: &str) -> Option<String> {
         match (Target::parse(address), &self.tls) {
-            (Ok(Target::Tcp(_)), Some(tls)) => Some(tls.server_name(Some(node)).unwrap_or_default()),
+            (Ok(Target::Tcp(_)), Some(tls)) => {
+                Some(tls.server_name(Some(node)).unwrap_or_default())
+            }
             _ => None,
         }
     }
@@ -201,7 +203,11 @@ mod tests {
             d.tls_of("10.0.0.1:4244", "lab/node.a"),
             Some("node-a.lab.hubble-grpc.cilium.io".into())
         );
-        assert_eq!(d.tls_of("unix:///run/h.sock", "lab/n1"), None, "sockets stay plaintext");
+        assert_eq!(
+            d.tls_of("unix:///run/h.sock", "lab/n1"),
+            None,
+            "sockets stay plaintext"
+        );
     }
 
     #[test]

@@ -136,9 +136,8 @@ async fn open(
         grpc.ready()
             .await
             .map_err(|e| Status::unavailable(format!("node not ready: {e}")))?;
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/observer.Observer/GetFlows",
-        );
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/observer.Observer/GetFlows");
         grpc.server_streaming(tonic::Request::new(req), path, GetFlowsClientCodec)
             .await
     };
@@ -356,7 +355,10 @@ impl FanOut {
             while let Some(r) = buf.pop(now) {
                 out.push(r);
                 if out.len() >= CLIENT_BATCH
-                    && tx.send(std::mem::replace(out, Vec::with_capacity(CLIENT_BATCH))).await.is_err()
+                    && tx
+                        .send(std::mem::replace(out, Vec::with_capacity(CLIENT_BATCH)))
+                        .await
+                        .is_err()
                 {
                     return false;
                 }

@@ -236,7 +236,11 @@ mod tests {
     #[test]
     fn waits_for_every_live_node_then_merges_in_time_order() {
         let now = Instant::now();
-        let mut b = SortBuffer::<GetFlowsResponse>::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(
+            100,
+            Some(Duration::from_millis(100)),
+            Duration::ZERO,
+        );
         b.open("a");
         b.open("b");
         for t in [1, 4, 6] {
@@ -263,7 +267,11 @@ mod tests {
     #[test]
     fn idle_node_is_not_waited_for_beyond_the_drain_timeout() {
         let t0 = Instant::now();
-        let mut b = SortBuffer::<GetFlowsResponse>::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(
+            100,
+            Some(Duration::from_millis(100)),
+            Duration::ZERO,
+        );
         b.open("a");
         b.open("idle");
         b.push_resp("a", resp("a", 10), t0);
@@ -297,7 +305,8 @@ mod tests {
     #[test]
     fn bounded_and_flow_controlled() {
         let now = Instant::now();
-        let mut b = SortBuffer::<GetFlowsResponse>::new(3, Some(Duration::from_secs(10)), Duration::ZERO);
+        let mut b =
+            SortBuffer::<GetFlowsResponse>::new(3, Some(Duration::from_secs(10)), Duration::ZERO);
         b.open("a");
         b.open("b");
         for t in 1..=3 {
@@ -362,7 +371,11 @@ mod tests {
     #[test]
     fn late_node_joins_the_merge() {
         let now = Instant::now();
-        let mut b = SortBuffer::<GetFlowsResponse>::new(100, Some(Duration::from_millis(100)), Duration::ZERO);
+        let mut b = SortBuffer::<GetFlowsResponse>::new(
+            100,
+            Some(Duration::from_millis(100)),
+            Duration::ZERO,
+        );
         b.open("a");
         b.push_resp("a", resp("a", 1), now);
         assert_eq!(drain(&mut b, now), [("a".into(), 1)]);

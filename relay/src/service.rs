@@ -7,18 +7,16 @@ use crate::{
     flows::{FanOut, MergeConfig, CLIENT_QUEUE},
     pool::{NodeInfo, Pool},
 };
+use lumen_api::encoded::{BatchStream, EncodedFlows, ObserverRoutes};
 use lumen_api::{
     observer::{
-        observer_client::ObserverClient,
-        observer_server::Observer,
-        GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
-        GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
-        GetNamespacesResponse, GetNodesRequest, GetNodesResponse, Namespace, Node,
-        ServerStatusRequest, ServerStatusResponse, Tls,
+        observer_client::ObserverClient, observer_server::Observer, GetAgentEventsRequest,
+        GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse, GetFlowsRequest,
+        GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
+        GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse, Tls,
     },
     relay::NodeState,
 };
-use lumen_api::encoded::{BatchStream, EncodedFlows, ObserverRoutes};
 use prost::Message;
 use std::{collections::BTreeSet, time::Duration};
 use tokio::sync::mpsc;

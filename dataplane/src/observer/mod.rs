@@ -19,9 +19,9 @@ use lumen_api::{
     },
     relay::NodeState,
 };
+use prost::Message;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
-use prost::Message;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::{codegen::BoxStream, Request, Response, Status};
 

@@ -87,10 +87,7 @@ enum Value<'a> {
 }
 
 /// Calls `each(field number, value)` for every field of one message level.
-fn fields<'a>(
-    mut buf: &'a [u8],
-    mut each: impl FnMut(u64, Value<'a>),
-) -> Result<(), ScanError> {
+fn fields<'a>(mut buf: &'a [u8], mut each: impl FnMut(u64, Value<'a>)) -> Result<(), ScanError> {
     while !buf.is_empty() {
         let key = varint(&mut buf)?;
         let value = match key & 7 {
@@ -394,7 +391,11 @@ mod tests {
             }))
         };
         let cases = [
-            (ts(1_700_000_000, 5), flow(ts(1, 0)), 1_700_000_000_000_000_005),
+            (
+                ts(1_700_000_000, 5),
+                flow(ts(1, 0)),
+                1_700_000_000_000_000_005,
+            ),
             (None, flow(ts(2, 7)), 2_000_000_007),
             (None, flow(None), 0),
             (
@@ -429,6 +430,9 @@ mod tests {
             assert!(response_time_ns(&good[..cut]).is_err(), "cut at {cut}");
         }
         assert!(response_time_ns(&[0x0b]).is_err(), "group wire type");
-        assert!(response_time_ns(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(response_time_ns(&[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+        ])
+        .is_err());
     }
 }
