@@ -13,7 +13,7 @@ use crate::{
     flow_proto,
     ring::Ring,
 };
-use lumen_api::observer::{GetFlowsRequest, GetFlowsResponse};
+use lumen_api::observer::{get_flows_response::ResponseTypes, GetFlowsRequest, GetFlowsResponse};
 use lumen_filter::{fieldmask::FlowMask, FlowMatcher};
 use prost::{
     bytes::{Bytes, BytesMut},
@@ -129,11 +129,12 @@ impl Query {
                     Some(m) => m.apply(&flow),
                     None => flow,
                 };
-                let mut resp = flow_proto::flow_response(flow);
                 // The envelope keeps node and time even when the mask drops them.
-                resp.node_name = f.node_name.to_string();
-                resp.time = Some(flow_proto::timestamp(f.time_ns));
-                Some(resp)
+                Some(GetFlowsResponse {
+                    node_name: f.node_name.to_string(),
+                    time: Some(flow_proto::timestamp(f.time_ns)),
+                    response_types: Some(ResponseTypes::Flow(flow)),
+                })
             }
             Event::Lost(_) => Some(flow_proto::response(ev)),
         }
