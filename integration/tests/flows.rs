@@ -39,9 +39,15 @@ fn tcp_udp_and_icmp_between_pods_become_flows() {
         protocol: vec!["tcp".into()],
         ..pod_filter("demo/client", "demo/server")
     };
-    let flows = lab.wait_for_flows(tcp, "the client's TCP SYN at both veths", |fs| {
-        fs.iter().filter(|f| f.summary == "TCP Flags: SYN").count() >= 2
-    });
+    // The agent drains the ring every 10 ms: wait for the close as well, not only the SYNs.
+    let flows = lab.wait_for_flows(
+        tcp,
+        "the client's TCP SYN at both veths and its FIN",
+        |fs| {
+            fs.iter().filter(|f| f.summary == "TCP Flags: SYN").count() >= 2
+                && fs.iter().any(|f| f.summary.contains("FIN"))
+        },
+    );
     let syn = flows
         .iter()
         .find(|f| f.summary == "TCP Flags: SYN" && obs(f) == Obs::FromEndpoint)
