@@ -38,6 +38,7 @@ mod pod;
 pub mod policy;
 mod process;
 pub mod relay;
+pub mod ui;
 
 pub use forward::Forward;
 pub use lab::{
@@ -47,3 +48,4 @@ pub use node::{ensure_bpffs, AgentOptions, AgentTls, MonitorAggregation, Node, M
 pub use pod::{cni_args, cni_config, result_ip, CniCommand, CniError, Pod, CNI_TIMEOUT};
 pub use process::{bin_dirs, find_binary, traffic_bin, Spawned};
 pub use relay::{Relay, RelayOptions};
+pub use ui::Ui;

@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use std::{path::Path, process::Command};
 
 /// Debian packages: the eBPF toolchain (rustc-web 1.96 with core sources, LLVM 22 for
-/// bpf-linker), the lab's tools, and the Python gRPC client the API test uses.
+/// bpf-linker), the lab's tools, the headless browser of the UI tests, and the Python gRPC
+/// client the API test uses.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -19,6 +20,8 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "iputils-ping",
     "tcpdump",
+    "chromium",
+    "chromium-driver",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,7 +1,8 @@
 //! The demo lab: two nodes with their agents, pods in a `demo` namespace on each exchanging
 //! TCP, UDP and ICMP traffic continuously (within their node: cross-node pod routing does
 //! not exist yet), node1's Hubble Observer API on the host at 127.0.0.1:4244 and the relay
-//! on 127.0.0.1:4245, until Ctrl-C (which tears everything down).
+//! on 127.0.0.1:4245, the web UI on http://127.0.0.1:12000, until Ctrl-C (which tears
+//! everything down).
 //!
 //! Policy, as the homelab's apps ship it: a default-deny baseline for the namespace, allow
 //! rules for the intended traffic (frontend clients → servers), and one deliberately missing
@@ -143,11 +144,13 @@ fn main() -> Result<()> {
             ..RelayOptions::default()
         },
     )?;
+    let ui = lumen_integration::Ui::start(&lab, &relay, Some("127.0.0.1:12000"), "")?;
 
     println!(
         "\nLumen demo lab is up.\n{}\n\
          \x20 node1's Hubble Observer API: 127.0.0.1:4244 (TCP)\n\
-         \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\n\
+         \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\
+         \x20 web UI:                     {ui_url}/  (flows, denied, service map, status), log {ui_log}\n\n\
          Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
          \x20     {hubble} observe -f --pod demo/client\n\
          \x20     {hubble} observe --verdict policy_denied     # client1b/client2b lack an egress allow\n\
@@ -162,12 +165,15 @@ fn main() -> Result<()> {
         lines.join("\n"),
         lab.dir().join("relay.yaml").display(),
         relay.log_path().display(),
+        ui_url = ui.url(),
+        ui_log = ui.log_path().display(),
         lumen = lumen_integration::find_binary("lumen").map(|p| p.display().to_string()).unwrap_or_else(|_| "lumen".into()),
         sock = node1.agent_socket().display(),
         hubble = lumen_integration::find_binary("hubble").map(|p| p.display().to_string()).unwrap_or_else(|_| "hubble".into()),
     );
     lab.run_until_interrupted();
     eprintln!("demo: tearing down");
+    drop(ui);
     drop(relay);
     drop(keep);
     drop(pods);
