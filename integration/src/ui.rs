@@ -22,9 +22,14 @@ impl Ui {
     pub fn start(lab: &Lab, relay: &Relay, listen: Option<&str>, extra_yaml: &str) -> Result<Ui> {
         let listen = match listen {
             Some(a) => a.to_string(),
-            None => format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+            None => format!(
+                "127.0.0.1:{}",
+                TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+            ),
         };
-        let addr: SocketAddr = listen.parse().with_context(|| format!("listen address {listen:?}"))?;
+        let addr: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen address {listen:?}"))?;
         let yaml = format!(
             "listenAddress: {listen:?}\nrelay:\n  address: \"{}\"\n{extra_yaml}",
             relay.addr()
@@ -32,7 +37,10 @@ impl Ui {
         let config = lab.dir().join("ui.yaml");
         std::fs::write(&config, yaml)?;
         let log = lab.dir().join("ui.log");
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let bin = process::find_binary("lumen-ui")?;
         let child = std::process::Command::new(&bin)
             .arg("--config")
@@ -41,17 +49,27 @@ impl Ui {
             .stderr(out)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut ui = Ui { child: Some(child), addr, log };
+        let mut ui = Ui {
+            child: Some(child),
+            addr,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = ui.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("lumen-ui exited early ({status}); log:\n{}", process::tail(&ui.log, 40));
+                bail!(
+                    "lumen-ui exited early ({status}); log:\n{}",
+                    process::tail(&ui.log, 40)
+                );
             }
             if TcpStream::connect(addr).is_ok() {
                 return Ok(ui);
             }
             if Instant::now() >= deadline {
-                bail!("lumen-ui not listening on {addr} after 10 s; log:\n{}", process::tail(&ui.log, 40));
+                bail!(
+                    "lumen-ui not listening on {addr} after 10 s; log:\n{}",
+                    process::tail(&ui.log, 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
