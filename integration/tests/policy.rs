@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{privileged, OneNode, TCP_PORT};
+use common::{privileged, OneNode, ALLOW_CLIENT, TCP_PORT};
 use lumen_api::flow::{EventTypeFilter, Flow, FlowFilter, Verdict};
 use lumen_integration::{policy, traffic_bin, AgentOptions, Lab, Pod, Spawned};
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,23 +18,6 @@ metadata:
 spec:
   podSelector: {}
   policyTypes: [Ingress]
-";
-
-const ALLOW_CLIENT: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: allow-client
-  namespace: demo
-spec:
-  endpointSelector:
-    matchLabels: {app: server}
-  ingress:
-  - fromEndpoints:
-    - matchLabels: {app: client}
-    toPorts:
-    - ports:
-      - port: \"8080\"
-        protocol: TCP
 ";
 
 /// Cilium event types (`event_type.type`).

@@ -4,30 +4,13 @@
 
 mod common;
 
-use common::{privileged, TCP_PORT};
+use common::{privileged, ALLOW_CLIENT, TCP_PORT};
 use lumen_api::flow::{EventTypeFilter, Flow, FlowFilter, Verdict};
 use lumen_api::observer::{get_flows_response::ResponseTypes, GetFlowsResponse};
 use lumen_integration::{
     find_binary, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Relay, RelayOptions, Spawned,
 };
 use std::time::{Duration, SystemTime};
-
-const ALLOW_CLIENT: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: allow-client
-  namespace: demo
-spec:
-  endpointSelector:
-    matchLabels: {app: server}
-  ingress:
-  - fromEndpoints:
-    - matchLabels: {app: client}
-    toPorts:
-    - ports:
-      - port: \"8080\"
-        protocol: TCP
-";
 
 /// Two nodes with pod CIDRs routed between them: `server` (app=server, TCP echo on 8080) on
 /// node2; `client` (app=client) and `intruder` (app=intruder) on node1.

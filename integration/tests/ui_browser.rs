@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{privileged, OneNode, TCP_PORT, UDP_PORT};
+use common::{privileged, OneNode, ALLOW_CLIENT, TCP_PORT, UDP_PORT};
 use lumen_integration::{
     browser::{self, Browser},
     policy, traffic_bin, AgentOptions, Pod, Relay, RelayOptions, Ui,
@@ -291,23 +291,6 @@ fn filter_url_shows_only_matching_flows() {
     assert!(live > 0);
     check(&all);
 }
-
-const ALLOW_CLIENT: &str = "apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: allow-client
-  namespace: demo
-spec:
-  endpointSelector:
-    matchLabels: {app: server}
-  ingress:
-  - fromEndpoints:
-    - matchLabels: {app: client}
-    toPorts:
-    - ports:
-      - port: \"8080\"
-        protocol: TCP
-";
 
 #[test]
 fn service_map_shows_a_denied_edge_linking_to_its_flows() {

@@ -34,6 +34,25 @@ pub struct OneNode {
 }
 
 pub const TCP_PORT: u16 = 8080;
+
+/// Lets `app=client` pods reach `app=server` pods in `demo` on TCP 8080 (and nothing else
+/// into the server: selecting it makes its ingress default-deny).
+pub const ALLOW_CLIENT: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: allow-client
+  namespace: demo
+spec:
+  endpointSelector:
+    matchLabels: {app: server}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {app: client}
+    toPorts:
+    - ports:
+      - port: \"8080\"
+        protocol: TCP
+";
 pub const UDP_PORT: u16 = 5353;
 
 impl OneNode {
