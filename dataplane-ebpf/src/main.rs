@@ -10,9 +10,12 @@
 //!   `POLICY` entry allows it (a peer missing from `IPCACHE` is the world). Interfaces the
 //!   agent has not configured are not enforced. Established connections and replies pass
 //!   on their conntrack entry, so a policy change applies to new connections.
+//! - Service load balancing (see [`lb`]) fails closed for a frontend without backends and
+//!   open otherwise.
 #![no_std]
 #![no_main]
 
+mod lb;
 mod parse;
 mod policy;
 
@@ -27,9 +30,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lumen_abi::{
-    aggregation, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, CtKey, CtValue, DatapathConfig,
-    DropRecord, EndpointValue, IpcacheKey, IpcacheValue, PacketInfo, PolicyInfo, PolicyKey, PolicyValue,
-    PolicyVerdictRecord, RecordHeader, TraceRecord, DROP_VERSION, POLICY_VERDICT_VERSION, TRACE_VERSION,
+    aggregation, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, BackendKey, CtKey, CtValue,
+    DatapathConfig, DropRecord, EndpointValue, IpcacheKey, IpcacheValue, L4Addr, LbTupleKey, PacketInfo, PolicyInfo,
+    PolicyKey, PolicyValue, PolicyVerdictRecord, RecordHeader, ServiceKey, ServiceValue, TraceRecord, DROP_VERSION,
+    POLICY_VERDICT_VERSION, TRACE_VERSION,
 };
 
 /// Default ring size; the agent may resize it before the first load.
@@ -62,6 +66,22 @@ static ENDPOINTS: HashMap<u32, EndpointValue> = HashMap::pinned(65_536, 0);
 /// (endpoint, peer identity, direction, proto, port prefix) → allow/deny. Filled by the agent.
 #[map]
 static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(1_048_576, 0);
+
+/// Service frontends (address, port, protocol) → backend count and id. Filled by the agent.
+#[map]
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(65_536, 0);
+
+/// (service id, slot) → backend address and port. Filled by the agent.
+#[map]
+static BACKENDS: HashMap<BackendKey, L4Addr> = HashMap::pinned(262_144, 0);
+
+/// Service connection (client → frontend) → chosen backend: keeps a connection sticky.
+#[map]
+static LB_CT: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
+
+/// Translated connection (client → backend) → frontend, for replies.
+#[map]
+static REVNAT: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
 
 /// tc ingress on a pod's host-side veth: packets leaving the pod.
 #[classifier]
@@ -122,6 +142,12 @@ fn try_observe(ctx: &TcContext, point: u8) -> Result<i32, ()> {
         aggregation_interval_ns: 5_000_000_000,
     });
 
+    // Before policy and conntrack, so both see the backend.
+    let translated = match point {
+        obs::FROM_ENDPOINT => lb::from_endpoint(ctx, &mut pkt),
+        obs::TO_ENDPOINT => lb::to_endpoint(ctx, &pkt),
+        _ => lb::Lb::None,
+    };
     let hdr = |kind: u8, version: u8, len: usize, flags: u8| RecordHeader {
         kind,
         version,
@@ -133,6 +159,14 @@ fn try_observe(ctx: &TcContext, point: u8) -> Result<i32, ()> {
         pkt_len,
         ktime_ns: now,
     };
+    match translated {
+        lb::Lb::None => {}
+        lb::Lb::Translated => flags |= hdr_flags::TRANSLATED,
+        lb::Lb::NoBackend => {
+            lb::report_no_backend(ctx, &pkt, now);
+            return Ok(TC_ACT_SHOT as i32);
+        }
+    }
     let ct = if pkt.ip_version != 0 {
         match conntrack(&pkt, ifindex, pkt_len, now, &cfg, point) {
             Tracked::Pass(ct) => ct,
@@ -205,12 +239,18 @@ fn emit<T: Copy + 'static>(rec: &T) -> Result<(), ()> {
             Ok(())
         }
         None => {
-            if let Some(lost) = LOST.get_ptr_mut(0) {
-                // Per-CPU slot: no other CPU writes it.
-                unsafe { *lost += 1 };
-            }
+            count_lost();
             Err(())
         }
+    }
+}
+
+/// Counts a record the ring had no room for (per CPU).
+#[inline(always)]
+pub(crate) fn count_lost() {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // Per-CPU slot: no other CPU writes it.
+        unsafe { *lost += 1 };
     }
 }
 

@@ -199,6 +199,27 @@ impl Agent {
                 }
             }
         }
+        let mut source_errors = state.source_errors.clone();
+        if let Some(maps) = maps.as_mut() {
+            // With kube-proxy replacement off the maps are kept empty (and emptied).
+            let want = if self.cfg.kube_proxy_replacement {
+                let (want, problems) = crate::datapath::services::desired(&state, &self.cfg.node_name);
+                source_errors.extend(problems);
+                want
+            } else {
+                Default::default()
+            };
+            match maps.services.sync(&want) {
+                Ok((written, removed)) if written + removed > 0 => {
+                    tracing::info!(written, removed, frontends = want.len(), "service maps updated");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "writing the service maps failed; the previous entries stay");
+                    datapath_error = Some(e.to_string());
+                }
+            }
+        }
         cache.attribution = Arc::new(regen.attribution);
         *self.ipcache.write() = Arc::new(cache);
         let prev = pol.report.regenerations;
@@ -206,7 +227,7 @@ impl Agent {
             endpoints: regen.endpoints,
             identities: regen.identities,
             policies: pol.engine.statuses(),
-            source_errors: state.source_errors.clone(),
+            source_errors,
             map_entries: (
                 regen.maps.ipcache.len(),
                 regen.maps.endpoints.len(),

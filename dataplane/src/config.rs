@@ -65,6 +65,10 @@ pub struct AgentConfig {
     /// Default false.
     #[serde(default)]
     pub policy_audit_mode: bool,
+    /// `kubeProxyReplacement`: load-balance ClusterIP services in the datapath (from pods).
+    /// Default false: the service maps stay empty.
+    #[serde(default)]
+    pub kube_proxy_replacement: bool,
     /// Hubble server settings.
     #[serde(default)]
     pub hubble: HubbleConfig,

@@ -47,6 +47,8 @@ pub struct AgentOptions {
     pub ready_timeout: Duration,
     /// `hubble.tls` (default: absent, TCP is plaintext).
     pub tls: Option<AgentTls>,
+    /// `kubeProxyReplacement` (default false: services are not load-balanced).
+    pub kube_proxy_replacement: bool,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -72,6 +74,7 @@ impl Default for AgentOptions {
             env: Vec::new(),
             ready_timeout: Duration::from_secs(15),
             tls: None,
+            kube_proxy_replacement: false,
         }
     }
 }
@@ -375,6 +378,7 @@ impl Node {
             manifests_dir: self.lab.manifests_dir(),
             agent_socket: self.agent_socket(),
             devices: vec!["eth0"],
+            kube_proxy_replacement: options.kube_proxy_replacement,
             hubble: HubbleConfig {
                 listen_address: "0.0.0.0:4244",
                 socket_path: self.hubble_socket(),
@@ -488,6 +492,8 @@ struct AgentConfig<'a> {
     manifests_dir: PathBuf,
     agent_socket: PathBuf,
     devices: Vec<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    kube_proxy_replacement: bool,
     hubble: HubbleConfig<'a>,
     bpf: BpfConfig,
 }

@@ -9,6 +9,7 @@
 //! regeneration never briefly denies traffic that both the old and new policy allow.
 
 use super::loader::{Datapath, DatapathError};
+use super::services::ServiceMaps;
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     HashMap as BpfHashMap, MapData,
@@ -47,6 +48,8 @@ pub struct PolicyMaps {
     endpoints: BpfHashMap<MapData, u32, EndpointValue>,
     policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
     current: DesiredMaps,
+    /// The service maps, synchronised separately ([`ServiceMaps::sync`]).
+    pub services: ServiceMaps,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -80,6 +83,7 @@ impl PolicyMaps {
             endpoints,
             policy,
             current,
+            services: ServiceMaps::take(dp)?,
         })
     }
 

@@ -5,6 +5,7 @@
 mod loader;
 pub mod maps;
 pub mod reader;
+pub mod services;
 
 pub use loader::{AttachOutcome, Datapath, DatapathError, Hook};
 

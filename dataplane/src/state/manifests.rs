@@ -46,6 +46,7 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<Vec<Object>, ManifestErr
         if value.is_null() {
             continue; // an empty document between `---` separators
         }
+        let raw = Arc::new(value.clone());
         let mut obj: Object =
             serde_yaml::from_value(value).map_err(|source| ManifestError::Parse {
                 path: path.into(),
@@ -53,6 +54,7 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<Vec<Object>, ManifestErr
             })?;
         let origin: Arc<str> = path.display().to_string().into();
         obj.source = Some(origin.clone());
+        obj.raw = Some(raw);
         if obj.kind.ends_with("List") && !obj.items.is_empty() {
             for item in &obj.items {
                 let mut o: Object = serde_yaml::from_value(item.clone()).map_err(|source| {
@@ -62,6 +64,7 @@ pub fn parse_objects(path: &Path, text: &str) -> Result<Vec<Object>, ManifestErr
                     }
                 })?;
                 o.source = Some(origin.clone());
+                o.raw = Some(Arc::new(item.clone()));
                 out.push(o);
             }
         } else {

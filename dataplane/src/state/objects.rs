@@ -50,6 +50,10 @@ pub struct Object {
     /// Where the object came from (a manifest file), for error messages.
     #[serde(skip)]
     pub source: Option<std::sync::Arc<str>>,
+    /// The whole object as delivered, for kinds parsed elsewhere (Service, EndpointSlice:
+    /// their top-level fields are not kept above).
+    #[serde(skip)]
+    pub raw: Option<std::sync::Arc<serde_yaml::Value>>,
 }
 
 /// `metadata`.

@@ -69,6 +69,9 @@ pub mod hdr_flags {
     pub const REPLY_KNOWN: u8 = 1 << 1;
     /// The packet ended before a header the parser expected (traced as far as it went).
     pub const TRUNCATED: u8 = 1 << 2;
+    /// Service load balancing rewrote the packet's destination (from a frontend to a
+    /// backend) or, in the reply direction, its source (back to the frontend) here.
+    pub const TRANSLATED: u8 = 1 << 3;
 }
 
 /// Header that starts every ring-buffer record. 24 bytes.
@@ -236,6 +239,8 @@ pub mod drop_reason {
     pub const POLICY_DENIED: u16 = 133;
     /// An explicit deny rule matched.
     pub const POLICY_DENY: u16 = 181;
+    /// The destination is a service frontend without backends.
+    pub const SERVICE_BACKEND_NOT_FOUND: u16 = 158;
 }
 
 /// Traffic directions, numbered like `flow.TrafficDirection`.
@@ -493,6 +498,83 @@ pub struct DatapathConfig {
 }
 const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 16);
 
+/// Key of the `SERVICES` hash: one frontend. 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Frontend address (IPv4 in the first four bytes, the rest zero, like [`PacketInfo`]).
+    pub addr: [u8; 16],
+    /// Frontend port, **host order** (like [`PacketInfo::dst_port`]).
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Explicit padding; zero.
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+
+/// Value of the `SERVICES` hash. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Number of backends, in `BACKENDS` slots `0..count` of `service_id`. Zero: the
+    /// frontend has no backend and new connections to it are dropped.
+    pub count: u32,
+    /// The agent's id for this frontend (stable while the agent runs), keys `BACKENDS`.
+    pub service_id: u32,
+    /// Bits reserved for later (e.g. Maglev selection); zero.
+    pub flags: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
+
+/// Key of the `BACKENDS` hash: one backend slot of one frontend. 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    /// [`ServiceValue::service_id`].
+    pub service_id: u32,
+    /// Slot, `0..count`.
+    pub slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
+
+/// Value of the `BACKENDS` hash, and of the `LB_CT`/`REVNAT` LRU maps: an address and
+/// port. 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4Addr {
+    /// Address (IPv4 in the first four bytes, the rest zero).
+    pub addr: [u8; 16],
+    /// Port, host order.
+    pub port: u16,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<L4Addr>() == 20);
+
+/// Key of the `LB_CT` and `REVNAT` LRU hashes: a connection as the client sees it
+/// (`LB_CT`: client → frontend, value: the chosen backend) or as translated (`REVNAT`:
+/// client → backend, value: the original frontend). Always client first. 40 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LbTupleKey {
+    /// Client address.
+    pub client_ip: [u8; 16],
+    /// Frontend (`LB_CT`) or backend (`REVNAT`) address.
+    pub server_ip: [u8; 16],
+    /// Client port, host order.
+    pub client_port: u16,
+    /// Frontend or backend port, host order.
+    pub server_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<LbTupleKey>() == 40);
+
 /// Names of the maps, shared so the agent never spells them differently.
 pub mod maps {
     /// Ring buffer of records.
@@ -509,6 +591,14 @@ pub mod maps {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     /// Policy: LPM trie (endpoint, identity, direction, proto, port) → allow/deny.
     pub const POLICY: &str = "POLICY";
+    /// Service frontends: hash [`super::ServiceKey`] → [`super::ServiceValue`].
+    pub const SERVICES: &str = "SERVICES";
+    /// Service backends: hash [`super::BackendKey`] → [`super::L4Addr`].
+    pub const BACKENDS: &str = "BACKENDS";
+    /// Service connections (client → frontend) → chosen backend, LRU.
+    pub const LB_CT: &str = "LB_CT";
+    /// Translated connections (client → backend) → original frontend, LRU.
+    pub const REVNAT: &str = "REVNAT";
 }
 
 /// Names of the programs in the object.
@@ -537,4 +627,9 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointValue {}
     unsafe impl aya::Pod for super::PolicyKey {}
     unsafe impl aya::Pod for super::PolicyValue {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::BackendKey {}
+    unsafe impl aya::Pod for super::L4Addr {}
+    unsafe impl aya::Pod for super::LbTupleKey {}
 }

@@ -1,0 +1,251 @@
+//! The service maps (`kubeProxyReplacement`): `SERVICES` (frontend → backend count and
+//! id) and `BACKENDS` ((id, slot) → backend), computed from the Service and EndpointSlice
+//! objects of the state with `lumen-lb` and synchronised by difference like the policy
+//! maps (read back at start-up, so a restarted agent keeps ids and removes stale entries).
+//!
+//! Only ClusterIP frontends (IPv4) are programmed: the datapath translates them for
+//! traffic leaving pods. Backend selection in the datapath is random; Maglev comes later.
+//!
+//! Order matters: a frontend's backend slots are written before the `SERVICES` entry
+//! that counts them, and slots beyond a shrunk count are removed after it, so the
+//! datapath never picks a slot that is not there.
+
+use super::loader::{Datapath, DatapathError};
+use crate::state::ClusterState;
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use lumen_abi::{maps, BackendKey, L4Addr, ServiceKey, ServiceValue};
+use lumen_lb::{frontends, EndpointSlice, FrontendKind, Service, ServiceName};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+/// One programmed frontend: its backends in slot order, and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredFrontend {
+    /// Backends, slot 0 first.
+    pub backends: Vec<L4Addr>,
+    /// The owning service (for flows and the admin CLI).
+    pub service: ServiceName,
+}
+
+/// What the service maps should hold, by frontend.
+pub type DesiredServices = BTreeMap<ServiceKey, DesiredFrontend>;
+
+/// The datapath form of an address: IPv4 in the first four bytes.
+pub fn addr_bytes(ip: IpAddr) -> Option<[u8; 16]> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&v4.octets());
+            Some(a)
+        }
+        // The datapath translates IPv4 only for now.
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Computes the ClusterIP frontends of every Service in `state` with their active
+/// backends. Objects that do not parse are returned as messages and left out.
+pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<String>) {
+    let mut problems = vec![];
+    let mut services = vec![];
+    let mut slices = vec![];
+    for (key, obj) in &state.objects {
+        let Some(raw) = obj.raw.as_deref() else {
+            continue;
+        };
+        match key.kind.as_str() {
+            "Service" => match Service::parse(raw) {
+                Ok(s) => services.push(s),
+                Err(e) => problems.push(format!("{key}: {e}")),
+            },
+            "EndpointSlice" => match EndpointSlice::parse(raw) {
+                Ok(s) => slices.push(s),
+                Err(e) => problems.push(format!("{key}: {e}")),
+            },
+            _ => {}
+        }
+    }
+    let mut out = DesiredServices::new();
+    for svc in &services {
+        for fe in frontends(svc, &slices, node_name, &[]) {
+            if fe.kind != FrontendKind::ClusterIp {
+                continue;
+            }
+            let Some(addr) = addr_bytes(fe.address) else {
+                continue;
+            };
+            // `frontends` already chose the ready backends (or the terminating ones).
+            let backends = fe
+                .backends
+                .iter()
+                .filter_map(|b| {
+                    addr_bytes(b.address).map(|addr| L4Addr { addr, port: b.port, _pad: [0; 2] })
+                })
+                .collect();
+            out.insert(
+                ServiceKey { addr, port: fe.port, proto: fe.protocol.number(), _pad: 0 },
+                DesiredFrontend { backends, service: fe.service.clone() },
+            );
+        }
+    }
+    (out, problems)
+}
+
+/// Handles on `SERVICES` and `BACKENDS` plus what they hold.
+pub struct ServiceMaps {
+    services: BpfHashMap<MapData, ServiceKey, ServiceValue>,
+    backends: BpfHashMap<MapData, BackendKey, L4Addr>,
+    /// Frontend → (value, backends by slot).
+    current: BTreeMap<ServiceKey, (ServiceValue, Vec<L4Addr>)>,
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+impl ServiceMaps {
+    /// Takes the maps from the loaded object and reads what they already hold.
+    pub fn take(dp: &mut Datapath) -> Result<Self, DatapathError> {
+        let services: BpfHashMap<MapData, ServiceKey, ServiceValue> =
+            BpfHashMap::try_from(dp.take_map(maps::SERVICES)?).map_err(map_err(maps::SERVICES))?;
+        let backends: BpfHashMap<MapData, BackendKey, L4Addr> =
+            BpfHashMap::try_from(dp.take_map(maps::BACKENDS)?).map_err(map_err(maps::BACKENDS))?;
+        let mut slots: BTreeMap<BackendKey, L4Addr> = BTreeMap::new();
+        for (k, v) in backends.iter().flatten() {
+            slots.insert(k, v);
+        }
+        let mut current = BTreeMap::new();
+        for (k, v) in services.iter().flatten() {
+            let list = (0..v.count)
+                .filter_map(|slot| slots.get(&BackendKey { service_id: v.service_id, slot }).copied())
+                .collect();
+            current.insert(k, (v, list));
+        }
+        let mut maps = ServiceMaps { services, backends, current };
+        // Slots no frontend counts (left by an interrupted agent) are removed now.
+        let counted: BTreeSet<BackendKey> = maps
+            .current
+            .values()
+            .flat_map(|(v, _)| (0..v.count).map(move |slot| BackendKey { service_id: v.service_id, slot }))
+            .collect();
+        for k in slots.keys().filter(|k| !counted.contains(k)) {
+            let _ = maps.backends.remove(k);
+        }
+        Ok(maps)
+    }
+
+    /// Number of frontends programmed.
+    pub fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    /// Whether no frontend is programmed.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty()
+    }
+
+    /// Brings the maps to `want`; returns (entries written, entries removed).
+    pub fn sync(&mut self, want: &DesiredServices) -> Result<(usize, usize), DatapathError> {
+        let (mut written, mut removed) = (0, 0);
+        let mut used: BTreeSet<u32> = self.current.values().map(|(v, _)| v.service_id).collect();
+        for (key, fe) in want {
+            let (old_value, old_list) = match self.current.get(key) {
+                Some((v, l)) => (Some(*v), l.clone()),
+                None => (None, vec![]),
+            };
+            if old_value.map(|v| v.count as usize) == Some(fe.backends.len()) && old_list == fe.backends {
+                continue;
+            }
+            let service_id = match old_value {
+                Some(v) => v.service_id,
+                None => {
+                    // Ids start at 1; the lowest free one keeps them dense.
+                    let id = (1..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+                    used.insert(id);
+                    id
+                }
+            };
+            for (slot, b) in fe.backends.iter().enumerate() {
+                if old_list.get(slot) != Some(b) {
+                    self.backends
+                        .insert(BackendKey { service_id, slot: slot as u32 }, *b, 0)
+                        .map_err(map_err(maps::BACKENDS))?;
+                    written += 1;
+                }
+            }
+            let value = ServiceValue { count: fe.backends.len() as u32, service_id, flags: 0, _pad: 0 };
+            self.services.insert(*key, value, 0).map_err(map_err(maps::SERVICES))?;
+            written += 1;
+            for slot in fe.backends.len()..old_list.len() {
+                let _ = self.backends.remove(&BackendKey { service_id, slot: slot as u32 });
+                removed += 1;
+            }
+            self.current.insert(*key, (value, fe.backends.clone()));
+        }
+        let gone: Vec<ServiceKey> = self.current.keys().filter(|k| !want.contains_key(k)).copied().collect();
+        for key in gone {
+            let _ = self.services.remove(&key);
+            if let Some((v, list)) = self.current.remove(&key) {
+                for slot in 0..list.len() {
+                    let _ = self.backends.remove(&BackendKey { service_id: v.service_id, slot: slot as u32 });
+                }
+                removed += 1 + list.len();
+            }
+        }
+        Ok((written, removed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::manifests::parse_objects;
+    use std::path::Path;
+
+    const OBJECTS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.1.0.5]
+  conditions: {ready: true}
+- addresses: [10.2.0.7]
+  conditions: {ready: true}
+"#;
+
+    #[test]
+    fn cluster_ip_frontends_get_their_ready_backends() {
+        let (state, problems) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), OBJECTS).unwrap());
+        assert!(problems.is_empty(), "{problems:?}");
+        let (want, problems) = desired(&state, "node-a");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(want.len(), 1);
+        let (key, fe) = want.iter().next().unwrap();
+        assert_eq!((&key.addr[..4], key.port, key.proto), (&[10, 96, 0, 10][..], 80, 6));
+        let got: Vec<_> = fe.backends.iter().map(|b| (b.addr[..4].to_vec(), b.port)).collect();
+        assert_eq!(got, vec![(vec![10, 1, 0, 5], 8080), (vec![10, 2, 0, 7], 8080)]);
+        assert_eq!(fe.service.name, "web");
+    }
+
+    #[test]
+    fn a_service_without_endpoints_has_a_frontend_with_no_backends() {
+        let only_service = OBJECTS.split("---").next().unwrap();
+        let (state, _) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), only_service).unwrap());
+        let (want, _) = desired(&state, "node-a");
+        assert_eq!(want.values().map(|f| f.backends.len()).collect::<Vec<_>>(), vec![0]);
+    }
+}

@@ -1,0 +1,153 @@
+//! ClusterIP load balancing in the datapath (`kubeProxyReplacement: true`): a client pod
+//! reaches a Service's ClusterIP, its connections are spread over backends on both nodes,
+//! and a Service without endpoints drops with SERVICE_BACKEND_NOT_FOUND.
+
+mod common;
+
+use common::{privileged, TCP_PORT};
+use lumen_api::flow::{EventTypeFilter, FlowFilter, Verdict};
+use lumen_integration::{policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
+use std::time::{Duration, Instant};
+
+const CLUSTER_IP: &str = "10.96.0.10";
+
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, protocol: TCP}]
+";
+
+/// An EndpointSlice of `web` listing `ips` as ready endpoints on port 8080.
+fn slice(ips: &[String]) -> String {
+    let endpoints: String = ips
+        .iter()
+        .map(|ip| format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: demo
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{port: 8080, protocol: TCP}}]
+endpoints: {endpoints}"
+    )
+}
+
+/// Two nodes with routed pod CIDRs; `web-a` (node1) and `web-b` (node2) serve TCP 8080;
+/// `client` on node1.
+struct Cluster {
+    node1: Node,
+    client: Pod,
+    web: Vec<(Pod, Spawned)>,
+    // Dropped last: the lab tears down what the fields above use.
+    lab: Lab,
+}
+
+impl Cluster {
+    fn new(name: &str) -> Cluster {
+        let lab = Lab::new(name).expect("lab");
+        let node1 = lab.add_node("node1").expect("node1");
+        let node2 = lab.add_node("node2").expect("node2");
+        lab.route_pod_cidrs().expect("routes");
+        for n in [&node1, &node2] {
+            n.start_agent(AgentOptions { kube_proxy_replacement: true, ..Default::default() })
+                .expect("agent");
+        }
+        let mut web = vec![];
+        for (node, name) in [(&node1, "web-a"), (&node2, "web-b")] {
+            let pod = node.add_pod("demo", name, &[("app", "web")]).expect("web pod");
+            let mut serving = pod
+                .spawn(traffic_bin().unwrap(), ["serve", "--tcp", &TCP_PORT.to_string()])
+                .expect("serve");
+            serving.wait_for_output("listening", Duration::from_secs(5)).expect("listening");
+            web.push((pod, serving));
+        }
+        let client = node1.add_pod("demo", "client", &[("app", "client")]).expect("client");
+        Cluster { node1, client, web, lab }
+    }
+
+    fn connects(&self) -> bool {
+        policy::tcp_connects(&self.client, CLUSTER_IP.parse().unwrap(), 80)
+    }
+
+    /// Waits until a connection to the ClusterIP succeeds (`true`) or fails (`false`).
+    fn wait_connects(&self, want: bool) {
+        let start = Instant::now();
+        while self.connects() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the ClusterIP never {}",
+                if want { "connected" } else { "failed" }
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Connections each backend served so far.
+    fn served(&self) -> Vec<usize> {
+        self.web.iter().map(|(_, s)| s.log().matches("tcp_closed").count()).collect()
+    }
+}
+
+#[test]
+fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-lb");
+    policy::write(&c.lab, "web-svc.yaml", SERVICE).unwrap();
+    let ips: Vec<String> = c.web.iter().map(|(p, _)| p.ip().to_string()).collect();
+    policy::write(&c.lab, "web-slice.yaml", &slice(&ips)).unwrap();
+    c.wait_connects(true);
+
+    let before = c.served();
+    let out = c
+        .client
+        .exec(
+            traffic_bin().unwrap(),
+            ["tcp", "--to", &format!("{CLUSTER_IP}:80"), "--connections", "30", "--timeout", "2s"],
+        )
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lab-traffic JSON");
+    assert_eq!(report["ok"], true, "every connection through the ClusterIP succeeds: {report}");
+    // The server logs a connection when it closes: give the last ones a moment.
+    let start = Instant::now();
+    let per_backend = loop {
+        let now = c.served();
+        let served: Vec<usize> = now.iter().zip(&before).map(|(n, b)| n - b).collect();
+        if served.iter().sum::<usize>() >= 30 || start.elapsed() > Duration::from_secs(3) {
+            break served;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(per_backend.iter().sum::<usize>() >= 30, "{per_backend:?}");
+    assert!(per_backend.iter().all(|&n| n > 0), "both backends (both nodes) served: {per_backend:?}");
+
+    // No endpoints: new connections are dropped, and the drop is reported.
+    policy::write(&c.lab, "web-slice.yaml", &slice(&[])).unwrap();
+    c.wait_connects(false);
+    let filter = FlowFilter {
+        event_type: vec![EventTypeFilter { r#type: 1, ..Default::default() }],
+        source_pod: vec!["demo/client".into()],
+        ..Default::default()
+    };
+    let drop = policy::wait_flow(&c.node1, filter, "SERVICE_BACKEND_NOT_FOUND drop", |f| {
+        f.drop_reason_desc == 158
+    })
+    .unwrap();
+    assert_eq!(drop.verdict, Verdict::Dropped as i32, "{drop:#?}");
+    let l4 = format!("{:?}", drop.l4);
+    assert!(l4.contains("destination_port: 80"), "the frontend's port: {drop:#?}");
+    assert_eq!(
+        drop.ip.as_ref().map(|ip| ip.destination.as_str()),
+        Some(CLUSTER_IP),
+        "{drop:#?}"
+    );
+}
