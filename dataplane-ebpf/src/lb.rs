@@ -11,9 +11,9 @@
 //! frontend.
 //!
 //! Failure modes: a frontend without backends **fails closed** (the packet is dropped
-//! with `SERVICE_BACKEND_NOT_FOUND`, like Cilium). Anything else that goes wrong (packet
-//! not IPv4 without options we can read, a full LRU, a checksum helper failing) **fails
-//! open**: the packet continues untranslated. Frontends are IPv4 only for now; IPv6 and
+//! with `SERVICE_BACKEND_NOT_FOUND`, like Cilium). Anything else that goes wrong (headers
+//! that cannot be read, a full LRU, a checksum helper failing) **fails open**: the packet
+//! continues untranslated. Frontends are IPv4 only for now; IPv6 and
 //! VLAN-tagged pod traffic are not translated.
 
 use aya_ebpf::{
@@ -212,6 +212,11 @@ fn rewrite(
     old_port: u16,
     new: &L4Addr,
 ) -> Result<(), ()> {
+    // The offsets below assume an untagged frame.
+    let ethertype: [u8; 2] = ctx.load(12).map_err(|_| ())?;
+    if ethertype != ETH_P_IP.to_be_bytes() {
+        return Err(());
+    }
     let vihl: u8 = ctx.load(ETH_HLEN).map_err(|_| ())?;
     let ihl = ((vihl & 0x0f) as usize) * 4;
     if ihl < 20 {

@@ -200,15 +200,16 @@ impl Agent {
             }
         }
         let mut source_errors = state.source_errors.clone();
+        // With kube-proxy replacement off the maps are kept empty (and emptied).
+        let want = if self.cfg.kube_proxy_replacement {
+            let (want, problems) = crate::datapath::services::desired(&state, &self.cfg.node_name);
+            source_errors.extend(problems);
+            want
+        } else {
+            Default::default()
+        };
+        cache.services = Arc::new(crate::datapath::services::ServiceNames::new(&want));
         if let Some(maps) = maps.as_mut() {
-            // With kube-proxy replacement off the maps are kept empty (and emptied).
-            let want = if self.cfg.kube_proxy_replacement {
-                let (want, problems) = crate::datapath::services::desired(&state, &self.cfg.node_name);
-                source_errors.extend(problems);
-                want
-            } else {
-                Default::default()
-            };
             match maps.services.sync(&want) {
                 Ok((written, removed)) if written + removed > 0 => {
                     tracing::info!(written, removed, frontends = want.len(), "service maps updated");

@@ -27,6 +27,12 @@ pub struct FlowEvent {
     pub node_name: Arc<str>,
     /// For policy verdicts and policy drops: the policies that decided.
     pub policies: Option<Arc<Vec<lumen_api::flow::Policy>>>,
+    /// The service the source address stands for (a frontend, or the backend of a
+    /// translated reply).
+    pub source_service: Option<Arc<lumen_api::flow::Service>>,
+    /// The service the destination address stands for (a frontend, or the backend a
+    /// frontend was translated to).
+    pub destination_service: Option<Arc<lumen_api::flow::Service>>,
 }
 
 /// Where lost events were lost (`flow.LostEventSource`).

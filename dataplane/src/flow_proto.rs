@@ -281,6 +281,8 @@ pub fn flow(ev: &FlowEvent) -> Flow {
             name: ev.ifname.as_deref().unwrap_or_default().to_string(),
         }),
         summary,
+        source_service: ev.source_service.as_deref().cloned(),
+        destination_service: ev.destination_service.as_deref().cloned(),
         ..Default::default()
     };
     match &ev.record {
@@ -417,6 +419,8 @@ mod tests {
             ifname: Some("lxc1".into()),
             node_name: "lab/node1".into(),
             policies: None,
+            source_service: None,
+            destination_service: None,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct IpCache {
     identities: BTreeMap<u32, Vec<String>>,
     /// Names policies in flows; set after the policy regeneration.
     pub attribution: Arc<crate::policy::Attribution>,
+    /// Names services in flows; set after the service maps are computed.
+    pub services: Arc<crate::datapath::services::ServiceNames>,
 }
 
 /// Inputs besides the cluster state.

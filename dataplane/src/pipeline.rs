@@ -100,6 +100,12 @@ impl Pipeline {
                 policies = Some(Arc::new(named));
             }
         }
+        let translated = hdr.flags & lumen_abi::hdr_flags::TRANSLATED != 0;
+        let service = |addr: &[u8; 16], port: u16| {
+            (pkt.l4_flags & lumen_abi::l4_flags::PORTS != 0)
+                .then(|| ipcache.services.lookup(addr, port, pkt.l4_proto, translated))
+                .flatten()
+        };
         Ok(Event::Flow(FlowEvent {
             time_ns: self.clock.wall(hdr.ktime_ns),
             uuid: self.rng.u128(..),
@@ -110,6 +116,8 @@ impl Pipeline {
             ifname: ipcache.ifname(hdr.ifindex),
             node_name: self.node_name.clone(),
             policies,
+            source_service: service(&pkt.src_ip, pkt.src_port),
+            destination_service: service(&pkt.dst_ip, pkt.dst_port),
         }))
     }
 }

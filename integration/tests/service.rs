@@ -1,6 +1,7 @@
 //! ClusterIP load balancing in the datapath (`kubeProxyReplacement: true`): a client pod
 //! reaches a Service's ClusterIP, its connections are spread over backends on both nodes,
-//! and a Service without endpoints drops with SERVICE_BACKEND_NOT_FOUND.
+//! the flows name the backend pod and the service, and a Service without endpoints drops
+//! with SERVICE_BACKEND_NOT_FOUND.
 
 mod common;
 
@@ -130,6 +131,19 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
     assert!(per_backend.iter().sum::<usize>() >= 30, "{per_backend:?}");
     assert!(per_backend.iter().all(|&n| n > 0), "both backends (both nodes) served: {per_backend:?}");
 
+    // The client's flows name the backend pod and the service it was reached through.
+    let filter = FlowFilter {
+        event_type: vec![EventTypeFilter { r#type: 4, ..Default::default() }],
+        source_pod: vec!["demo/client".into()],
+        ..Default::default()
+    };
+    let translated = policy::wait_flow(&c.node1, filter, "a translated flow", |f| {
+        f.destination.as_ref().is_some_and(|d| d.pod_name.starts_with("web-"))
+    })
+    .unwrap();
+    let svc = translated.destination_service.as_ref().expect("destination_service");
+    assert_eq!((svc.namespace.as_str(), svc.name.as_str()), ("demo", "web"), "{translated:#?}");
+
     // No endpoints: new connections are dropped, and the drop is reported.
     policy::write(&c.lab, "web-slice.yaml", &slice(&[])).unwrap();
     c.wait_connects(false);
@@ -150,4 +164,5 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
         Some(CLUSTER_IP),
         "{drop:#?}"
     );
+    assert_eq!(drop.destination_service.as_ref().map(|s| s.name.as_str()), Some("web"), "{drop:#?}");
 }

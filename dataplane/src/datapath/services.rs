@@ -15,9 +15,11 @@ use crate::state::ClusterState;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lumen_abi::{maps, BackendKey, L4Addr, ServiceKey, ServiceValue};
 use lumen_lb::{frontends, EndpointSlice, FrontendKind, Service, ServiceName};
+use lumen_api::flow;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 /// One programmed frontend: its backends in slot order, and whose it is.
@@ -91,6 +93,45 @@ pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<S
         }
     }
     (out, problems)
+}
+
+/// (address as in the maps, port, protocol).
+type L4Key = ([u8; 16], u16, u8);
+
+/// Which service an address and port stand for, to name services in flows.
+#[derive(Debug, Default)]
+pub struct ServiceNames {
+    frontends: HashMap<L4Key, Arc<flow::Service>>,
+    backends: HashMap<L4Key, Arc<flow::Service>>,
+}
+
+impl ServiceNames {
+    /// Indexes the programmed frontends and their backends.
+    pub fn new(want: &DesiredServices) -> Self {
+        let mut names = ServiceNames::default();
+        for (key, fe) in want {
+            let svc = Arc::new(flow::Service {
+                name: fe.service.name.clone(),
+                namespace: fe.service.namespace.clone(),
+            });
+            names.frontends.insert((key.addr, key.port, key.proto), svc.clone());
+            for b in &fe.backends {
+                // A backend of several services is named after the first.
+                names.backends.entry((b.addr, b.port, key.proto)).or_insert_with(|| svc.clone());
+            }
+        }
+        names
+    }
+
+    /// The service of a frontend address, or, when the packet was `translated`, of a
+    /// backend address too.
+    pub fn lookup(&self, addr: &[u8; 16], port: u16, proto: u8, translated: bool) -> Option<Arc<flow::Service>> {
+        let key = (*addr, port, proto);
+        self.frontends
+            .get(&key)
+            .or_else(|| translated.then(|| self.backends.get(&key)).flatten())
+            .cloned()
+    }
 }
 
 /// Handles on `SERVICES` and `BACKENDS` plus what they hold.

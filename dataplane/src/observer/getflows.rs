@@ -312,6 +312,8 @@ mod tests {
             ifname: None,
             node_name: "lab/n1".into(),
             policies: None,
+            source_service: None,
+            destination_service: None,
         }))
     }
 
