@@ -360,6 +360,7 @@ mod tests {
         assert_eq!(c.ring_capacity(), 4095);
         assert_eq!(c.listen_socket_addr().unwrap().port(), 4244);
         assert_eq!(c.hubble_node_name(), "default/n1");
+        assert!(!c.kube_proxy_replacement);
     }
 
     #[test]
@@ -371,6 +372,7 @@ mod tests {
         assert_eq!(c.ring_capacity(), 65535);
         assert_eq!(c.bpf.monitor_aggregation, MonitorAggregation::None);
         assert_eq!(c.bpf.monitor_interval, Duration::from_secs(2));
+        assert!(AgentConfig::parse("nodeName: n1\nkubeProxyReplacement: true\n").unwrap().kube_proxy_replacement);
     }
 
     #[test]

@@ -283,6 +283,19 @@ endpoints:
     }
 
     #[test]
+    fn flows_name_the_service_of_a_frontend_and_of_a_translated_backend() {
+        let (state, _) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), OBJECTS).unwrap());
+        let names = ServiceNames::new(&desired(&state, "node-a").0);
+        let a = |b: [u8; 4]| addr_bytes(IpAddr::from(b)).unwrap();
+        let web = names.lookup(&a([10, 96, 0, 10]), 80, 6, false).expect("frontend");
+        assert_eq!((web.namespace.as_str(), web.name.as_str()), ("default", "web"));
+        assert!(names.lookup(&a([10, 96, 0, 10]), 81, 6, false).is_none(), "another port");
+        assert!(names.lookup(&a([10, 96, 0, 10]), 80, 17, false).is_none(), "another protocol");
+        assert!(names.lookup(&a([10, 1, 0, 5]), 8080, 6, false).is_none(), "a backend reached directly");
+        assert!(names.lookup(&a([10, 1, 0, 5]), 8080, 6, true).is_some(), "a backend after translation");
+    }
+
+    #[test]
     fn a_service_without_endpoints_has_a_frontend_with_no_backends() {
         let only_service = OBJECTS.split("---").next().unwrap();
         let (state, _) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), only_service).unwrap());
