@@ -212,7 +212,12 @@ impl Agent {
         if let Some(maps) = maps.as_mut() {
             match maps.services.sync(&want) {
                 Ok((written, removed)) if written + removed > 0 => {
-                    tracing::info!(written, removed, frontends = want.len(), "service maps updated");
+                    tracing::info!(
+                        written,
+                        removed,
+                        frontends = want.len(),
+                        "service maps updated"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -372,7 +372,11 @@ mod tests {
         assert_eq!(c.ring_capacity(), 65535);
         assert_eq!(c.bpf.monitor_aggregation, MonitorAggregation::None);
         assert_eq!(c.bpf.monitor_interval, Duration::from_secs(2));
-        assert!(AgentConfig::parse("nodeName: n1\nkubeProxyReplacement: true\n").unwrap().kube_proxy_replacement);
+        assert!(
+            AgentConfig::parse("nodeName: n1\nkubeProxyReplacement: true\n")
+                .unwrap()
+                .kube_proxy_replacement
+        );
     }
 
     #[test]

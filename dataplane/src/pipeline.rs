@@ -103,7 +103,11 @@ impl Pipeline {
         let translated = hdr.flags & lumen_abi::hdr_flags::TRANSLATED != 0;
         let service = |addr: &[u8; 16], port: u16| {
             (pkt.l4_flags & lumen_abi::l4_flags::PORTS != 0)
-                .then(|| ipcache.services.lookup(addr, port, pkt.l4_proto, translated))
+                .then(|| {
+                    ipcache
+                        .services
+                        .lookup(addr, port, pkt.l4_proto, translated)
+                })
                 .flatten()
         };
         Ok(Event::Flow(FlowEvent {

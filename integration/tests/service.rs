@@ -27,7 +27,11 @@ fn slice(ips: &[String]) -> String {
         .iter()
         .map(|ip| format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"))
         .collect();
-    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
+    let endpoints = if endpoints.is_empty() {
+        "[]\n".to_string()
+    } else {
+        format!("\n{endpoints}")
+    };
     format!(
         "apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -58,20 +62,37 @@ impl Cluster {
         let node2 = lab.add_node("node2").expect("node2");
         lab.route_pod_cidrs().expect("routes");
         for n in [&node1, &node2] {
-            n.start_agent(AgentOptions { kube_proxy_replacement: true, ..Default::default() })
-                .expect("agent");
+            n.start_agent(AgentOptions {
+                kube_proxy_replacement: true,
+                ..Default::default()
+            })
+            .expect("agent");
         }
         let mut web = vec![];
         for (node, name) in [(&node1, "web-a"), (&node2, "web-b")] {
-            let pod = node.add_pod("demo", name, &[("app", "web")]).expect("web pod");
+            let pod = node
+                .add_pod("demo", name, &[("app", "web")])
+                .expect("web pod");
             let mut serving = pod
-                .spawn(traffic_bin().unwrap(), ["serve", "--tcp", &TCP_PORT.to_string()])
+                .spawn(
+                    traffic_bin().unwrap(),
+                    ["serve", "--tcp", &TCP_PORT.to_string()],
+                )
                 .expect("serve");
-            serving.wait_for_output("listening", Duration::from_secs(5)).expect("listening");
+            serving
+                .wait_for_output("listening", Duration::from_secs(5))
+                .expect("listening");
             web.push((pod, serving));
         }
-        let client = node1.add_pod("demo", "client", &[("app", "client")]).expect("client");
-        Cluster { node1, client, web, lab }
+        let client = node1
+            .add_pod("demo", "client", &[("app", "client")])
+            .expect("client");
+        Cluster {
+            node1,
+            client,
+            web,
+            lab,
+        }
     }
 
     fn connects(&self) -> bool {
@@ -93,7 +114,10 @@ impl Cluster {
 
     /// Connections each backend served so far.
     fn served(&self) -> Vec<usize> {
-        self.web.iter().map(|(_, s)| s.log().matches("tcp_closed").count()).collect()
+        self.web
+            .iter()
+            .map(|(_, s)| s.log().matches("tcp_closed").count())
+            .collect()
     }
 }
 
@@ -113,11 +137,22 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
         .client
         .exec(
             traffic_bin().unwrap(),
-            ["tcp", "--to", &format!("{CLUSTER_IP}:80"), "--connections", "30", "--timeout", "2s"],
+            [
+                "tcp",
+                "--to",
+                &format!("{CLUSTER_IP}:80"),
+                "--connections",
+                "30",
+                "--timeout",
+                "2s",
+            ],
         )
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lab-traffic JSON");
-    assert_eq!(report["ok"], true, "every connection through the ClusterIP succeeds: {report}");
+    assert_eq!(
+        report["ok"], true,
+        "every connection through the ClusterIP succeeds: {report}"
+    );
     // The server logs a connection when it closes: give the last ones a moment.
     let start = Instant::now();
     let per_backend = loop {
@@ -129,26 +164,44 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(per_backend.iter().sum::<usize>() >= 30, "{per_backend:?}");
-    assert!(per_backend.iter().all(|&n| n > 0), "both backends (both nodes) served: {per_backend:?}");
+    assert!(
+        per_backend.iter().all(|&n| n > 0),
+        "both backends (both nodes) served: {per_backend:?}"
+    );
 
     // The client's flows name the backend pod and the service it was reached through.
     let filter = FlowFilter {
-        event_type: vec![EventTypeFilter { r#type: 4, ..Default::default() }],
+        event_type: vec![EventTypeFilter {
+            r#type: 4,
+            ..Default::default()
+        }],
         source_pod: vec!["demo/client".into()],
         ..Default::default()
     };
     let translated = policy::wait_flow(&c.node1, filter, "a translated flow", |f| {
-        f.destination.as_ref().is_some_and(|d| d.pod_name.starts_with("web-"))
+        f.destination
+            .as_ref()
+            .is_some_and(|d| d.pod_name.starts_with("web-"))
     })
     .unwrap();
-    let svc = translated.destination_service.as_ref().expect("destination_service");
-    assert_eq!((svc.namespace.as_str(), svc.name.as_str()), ("demo", "web"), "{translated:#?}");
+    let svc = translated
+        .destination_service
+        .as_ref()
+        .expect("destination_service");
+    assert_eq!(
+        (svc.namespace.as_str(), svc.name.as_str()),
+        ("demo", "web"),
+        "{translated:#?}"
+    );
 
     // No endpoints: new connections are dropped, and the drop is reported.
     policy::write(&c.lab, "web-slice.yaml", &slice(&[])).unwrap();
     c.wait_connects(false);
     let filter = FlowFilter {
-        event_type: vec![EventTypeFilter { r#type: 1, ..Default::default() }],
+        event_type: vec![EventTypeFilter {
+            r#type: 1,
+            ..Default::default()
+        }],
         source_pod: vec!["demo/client".into()],
         ..Default::default()
     };
@@ -158,11 +211,18 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
     .unwrap();
     assert_eq!(drop.verdict, Verdict::Dropped as i32, "{drop:#?}");
     let l4 = format!("{:?}", drop.l4);
-    assert!(l4.contains("destination_port: 80"), "the frontend's port: {drop:#?}");
+    assert!(
+        l4.contains("destination_port: 80"),
+        "the frontend's port: {drop:#?}"
+    );
     assert_eq!(
         drop.ip.as_ref().map(|ip| ip.destination.as_str()),
         Some(CLUSTER_IP),
         "{drop:#?}"
     );
-    assert_eq!(drop.destination_service.as_ref().map(|s| s.name.as_str()), Some("web"), "{drop:#?}");
+    assert_eq!(
+        drop.destination_service.as_ref().map(|s| s.name.as_str()),
+        Some("web"),
+        "{drop:#?}"
+    );
 }

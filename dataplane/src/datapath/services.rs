@@ -14,8 +14,8 @@ use super::loader::{Datapath, DatapathError};
 use crate::state::ClusterState;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lumen_abi::{maps, BackendKey, L4Addr, ServiceKey, ServiceValue};
-use lumen_lb::{frontends, EndpointSlice, FrontendKind, Service, ServiceName};
 use lumen_api::flow;
+use lumen_lb::{frontends, EndpointSlice, FrontendKind, Service, ServiceName};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
@@ -83,12 +83,24 @@ pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<S
                 .backends
                 .iter()
                 .filter_map(|b| {
-                    addr_bytes(b.address).map(|addr| L4Addr { addr, port: b.port, _pad: [0; 2] })
+                    addr_bytes(b.address).map(|addr| L4Addr {
+                        addr,
+                        port: b.port,
+                        _pad: [0; 2],
+                    })
                 })
                 .collect();
             out.insert(
-                ServiceKey { addr, port: fe.port, proto: fe.protocol.number(), _pad: 0 },
-                DesiredFrontend { backends, service: fe.service.clone() },
+                ServiceKey {
+                    addr,
+                    port: fe.port,
+                    proto: fe.protocol.number(),
+                    _pad: 0,
+                },
+                DesiredFrontend {
+                    backends,
+                    service: fe.service.clone(),
+                },
             );
         }
     }
@@ -114,10 +126,15 @@ impl ServiceNames {
                 name: fe.service.name.clone(),
                 namespace: fe.service.namespace.clone(),
             });
-            names.frontends.insert((key.addr, key.port, key.proto), svc.clone());
+            names
+                .frontends
+                .insert((key.addr, key.port, key.proto), svc.clone());
             for b in &fe.backends {
                 // A backend of several services is named after the first.
-                names.backends.entry((b.addr, b.port, key.proto)).or_insert_with(|| svc.clone());
+                names
+                    .backends
+                    .entry((b.addr, b.port, key.proto))
+                    .or_insert_with(|| svc.clone());
             }
         }
         names
@@ -125,7 +142,13 @@ impl ServiceNames {
 
     /// The service of a frontend address, or, when the packet was `translated`, of a
     /// backend address too.
-    pub fn lookup(&self, addr: &[u8; 16], port: u16, proto: u8, translated: bool) -> Option<Arc<flow::Service>> {
+    pub fn lookup(
+        &self,
+        addr: &[u8; 16],
+        port: u16,
+        proto: u8,
+        translated: bool,
+    ) -> Option<Arc<flow::Service>> {
         let key = (*addr, port, proto);
         self.frontends
             .get(&key)
@@ -160,16 +183,32 @@ impl ServiceMaps {
         let mut current = BTreeMap::new();
         for (k, v) in services.iter().flatten() {
             let list = (0..v.count)
-                .filter_map(|slot| slots.get(&BackendKey { service_id: v.service_id, slot }).copied())
+                .filter_map(|slot| {
+                    slots
+                        .get(&BackendKey {
+                            service_id: v.service_id,
+                            slot,
+                        })
+                        .copied()
+                })
                 .collect();
             current.insert(k, (v, list));
         }
-        let mut maps = ServiceMaps { services, backends, current };
+        let mut maps = ServiceMaps {
+            services,
+            backends,
+            current,
+        };
         // Slots no frontend counts (left by an interrupted agent) are removed now.
         let counted: BTreeSet<BackendKey> = maps
             .current
             .values()
-            .flat_map(|(v, _)| (0..v.count).map(move |slot| BackendKey { service_id: v.service_id, slot }))
+            .flat_map(|(v, _)| {
+                (0..v.count).map(move |slot| BackendKey {
+                    service_id: v.service_id,
+                    slot,
+                })
+            })
             .collect();
         for k in slots.keys().filter(|k| !counted.contains(k)) {
             let _ = maps.backends.remove(k);
@@ -196,7 +235,9 @@ impl ServiceMaps {
                 Some((v, l)) => (Some(*v), l.clone()),
                 None => (None, vec![]),
             };
-            if old_value.map(|v| v.count as usize) == Some(fe.backends.len()) && old_list == fe.backends {
+            if old_value.map(|v| v.count as usize) == Some(fe.backends.len())
+                && old_list == fe.backends
+            {
                 continue;
             }
             let service_id = match old_value {
@@ -211,26 +252,51 @@ impl ServiceMaps {
             for (slot, b) in fe.backends.iter().enumerate() {
                 if old_list.get(slot) != Some(b) {
                     self.backends
-                        .insert(BackendKey { service_id, slot: slot as u32 }, *b, 0)
+                        .insert(
+                            BackendKey {
+                                service_id,
+                                slot: slot as u32,
+                            },
+                            *b,
+                            0,
+                        )
                         .map_err(map_err(maps::BACKENDS))?;
                     written += 1;
                 }
             }
-            let value = ServiceValue { count: fe.backends.len() as u32, service_id, flags: 0, _pad: 0 };
-            self.services.insert(*key, value, 0).map_err(map_err(maps::SERVICES))?;
+            let value = ServiceValue {
+                count: fe.backends.len() as u32,
+                service_id,
+                flags: 0,
+                _pad: 0,
+            };
+            self.services
+                .insert(*key, value, 0)
+                .map_err(map_err(maps::SERVICES))?;
             written += 1;
             for slot in fe.backends.len()..old_list.len() {
-                let _ = self.backends.remove(&BackendKey { service_id, slot: slot as u32 });
+                let _ = self.backends.remove(&BackendKey {
+                    service_id,
+                    slot: slot as u32,
+                });
                 removed += 1;
             }
             self.current.insert(*key, (value, fe.backends.clone()));
         }
-        let gone: Vec<ServiceKey> = self.current.keys().filter(|k| !want.contains_key(k)).copied().collect();
+        let gone: Vec<ServiceKey> = self
+            .current
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect();
         for key in gone {
             let _ = self.services.remove(&key);
             if let Some((v, list)) = self.current.remove(&key) {
                 for slot in 0..list.len() {
-                    let _ = self.backends.remove(&BackendKey { service_id: v.service_id, slot: slot as u32 });
+                    let _ = self.backends.remove(&BackendKey {
+                        service_id: v.service_id,
+                        slot: slot as u32,
+                    });
                 }
                 removed += 1 + list.len();
             }
@@ -270,36 +336,69 @@ endpoints:
 
     #[test]
     fn cluster_ip_frontends_get_their_ready_backends() {
-        let (state, problems) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), OBJECTS).unwrap());
+        let (state, problems) =
+            ClusterState::from_objects(parse_objects(Path::new("s.yaml"), OBJECTS).unwrap());
         assert!(problems.is_empty(), "{problems:?}");
         let (want, problems) = desired(&state, "node-a");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(want.len(), 1);
         let (key, fe) = want.iter().next().unwrap();
-        assert_eq!((&key.addr[..4], key.port, key.proto), (&[10, 96, 0, 10][..], 80, 6));
-        let got: Vec<_> = fe.backends.iter().map(|b| (b.addr[..4].to_vec(), b.port)).collect();
-        assert_eq!(got, vec![(vec![10, 1, 0, 5], 8080), (vec![10, 2, 0, 7], 8080)]);
+        assert_eq!(
+            (&key.addr[..4], key.port, key.proto),
+            (&[10, 96, 0, 10][..], 80, 6)
+        );
+        let got: Vec<_> = fe
+            .backends
+            .iter()
+            .map(|b| (b.addr[..4].to_vec(), b.port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(vec![10, 1, 0, 5], 8080), (vec![10, 2, 0, 7], 8080)]
+        );
         assert_eq!(fe.service.name, "web");
     }
 
     #[test]
     fn flows_name_the_service_of_a_frontend_and_of_a_translated_backend() {
-        let (state, _) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), OBJECTS).unwrap());
+        let (state, _) =
+            ClusterState::from_objects(parse_objects(Path::new("s.yaml"), OBJECTS).unwrap());
         let names = ServiceNames::new(&desired(&state, "node-a").0);
         let a = |b: [u8; 4]| addr_bytes(IpAddr::from(b)).unwrap();
-        let web = names.lookup(&a([10, 96, 0, 10]), 80, 6, false).expect("frontend");
-        assert_eq!((web.namespace.as_str(), web.name.as_str()), ("default", "web"));
-        assert!(names.lookup(&a([10, 96, 0, 10]), 81, 6, false).is_none(), "another port");
-        assert!(names.lookup(&a([10, 96, 0, 10]), 80, 17, false).is_none(), "another protocol");
-        assert!(names.lookup(&a([10, 1, 0, 5]), 8080, 6, false).is_none(), "a backend reached directly");
-        assert!(names.lookup(&a([10, 1, 0, 5]), 8080, 6, true).is_some(), "a backend after translation");
+        let web = names
+            .lookup(&a([10, 96, 0, 10]), 80, 6, false)
+            .expect("frontend");
+        assert_eq!(
+            (web.namespace.as_str(), web.name.as_str()),
+            ("default", "web")
+        );
+        assert!(
+            names.lookup(&a([10, 96, 0, 10]), 81, 6, false).is_none(),
+            "another port"
+        );
+        assert!(
+            names.lookup(&a([10, 96, 0, 10]), 80, 17, false).is_none(),
+            "another protocol"
+        );
+        assert!(
+            names.lookup(&a([10, 1, 0, 5]), 8080, 6, false).is_none(),
+            "a backend reached directly"
+        );
+        assert!(
+            names.lookup(&a([10, 1, 0, 5]), 8080, 6, true).is_some(),
+            "a backend after translation"
+        );
     }
 
     #[test]
     fn a_service_without_endpoints_has_a_frontend_with_no_backends() {
         let only_service = OBJECTS.split("---").next().unwrap();
-        let (state, _) = ClusterState::from_objects(parse_objects(Path::new("s.yaml"), only_service).unwrap());
+        let (state, _) =
+            ClusterState::from_objects(parse_objects(Path::new("s.yaml"), only_service).unwrap());
         let (want, _) = desired(&state, "node-a");
-        assert_eq!(want.values().map(|f| f.backends.len()).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(
+            want.values().map(|f| f.backends.len()).collect::<Vec<_>>(),
+            vec![0]
+        );
     }
 }
