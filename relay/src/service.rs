@@ -17,10 +17,9 @@ use lumen_api::{
     },
     relay::NodeState,
 };
-use prost::Message;
 use std::{collections::BTreeSet, time::Duration};
 use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{codegen::BoxStream, Request, Response, Status};
 
 /// Largest request accepted (Hubble's limit).
@@ -149,10 +148,9 @@ impl Observer for RelayService {
         &self,
         req: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let stream = self.encoded_flows(req.into_inner()).await?.map(|b| {
-            b.and_then(|b| GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string())))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(
+            self.encoded_flows(req.into_inner()).await?.decoded(),
+        ))
     }
 
     async fn get_agent_events(

@@ -19,10 +19,9 @@ use lumen_api::{
     },
     relay::NodeState,
 };
-use prost::Message;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{codegen::BoxStream, Request, Response, Status};
 
 /// Version string reported in ServerStatus and GetNodes.
@@ -125,10 +124,9 @@ impl Observer for ObserverService {
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
         // Served, GetFlows goes through `ObserverRoutes` to `encoded_flows`: this is for
         // callers of the trait only.
-        let stream = self.encoded_flows(req.into_inner()).await?.map(|b| {
-            b.and_then(|b| GetFlowsResponse::decode(b).map_err(|e| Status::internal(e.to_string())))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(
+            self.encoded_flows(req.into_inner()).await?.decoded(),
+        ))
     }
 
     async fn get_agent_events(

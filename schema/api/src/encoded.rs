@@ -259,6 +259,18 @@ impl BatchStream {
             batch: Vec::new().into_iter(),
         }
     }
+
+    /// The same responses decoded, for callers of the generated `Observer` trait (the
+    /// served route writes the bytes unchanged and never needs this).
+    pub fn decoded(self) -> tonic::codegen::BoxStream<crate::observer::GetFlowsResponse> {
+        use tokio_stream::StreamExt;
+        Box::pin(self.map(|b| {
+            b.and_then(|b| {
+                crate::observer::GetFlowsResponse::decode(b)
+                    .map_err(|e| Status::internal(e.to_string()))
+            })
+        }))
+    }
 }
 
 impl Stream for BatchStream {
