@@ -162,7 +162,7 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo) -> Lb {
             // The same connection after translation, for its replies.
             sc.tuple.server_ip = sc.backend.addr;
             sc.tuple.server_port = sc.backend.port;
-            sc.frontend = L4Addr { addr: pkt.dst_ip, port: pkt.dst_port, _pad: [0; 2] };
+            sc.frontend = L4Addr { addr: pkt.dst_ip, port: pkt.dst_port, flags: 0, _pad: 0 };
             let _ = REVNAT.insert(&sc.tuple, &sc.frontend, 0);
         }
     }

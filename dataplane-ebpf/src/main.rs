@@ -21,7 +21,7 @@ mod policy;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_COMMON_LRU, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_SHOT,
+        BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_SHOT,
         TC_ACT_UNSPEC,
     },
     helpers::bpf_ktime_get_ns,
@@ -30,7 +30,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lumen_abi::{
-    aggregation, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, BackendKey, CtKey, CtValue,
+    aggregation, AffinityKey, AffinityValue, L2ResponderValue, MaglevTable, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, BackendKey, CtKey, CtValue,
     DatapathConfig, DropRecord, EndpointValue, IpcacheKey, IpcacheValue, L4Addr, LbTupleKey, PacketInfo, PolicyInfo,
     PolicyKey, PolicyValue, PolicyVerdictRecord, RecordHeader, ServiceKey, ServiceValue, TraceRecord, DROP_VERSION,
     POLICY_VERDICT_VERSION, TRACE_VERSION,
@@ -82,6 +82,28 @@ static LB_CT: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
 /// Translated connection (client → backend) → frontend, for replies.
 #[map]
 static REVNAT: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
+
+/// Service id → Maglev table (`loadBalancer.algorithm: maglev`). Filled by the agent;
+/// allocated per entry, not up front (a table is 32 KiB).
+#[map]
+static MAGLEV: HashMap<u32, MaglevTable> = HashMap::pinned(65_536, BPF_F_NO_PREALLOC);
+
+/// (service id, client address) → backend and last use (`sessionAffinity: ClientIP`).
+#[map]
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(262_144, 0);
+
+/// External connection to a remote backend (client → backend) → node address and NAT port.
+#[map]
+static SNAT_FWD: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
+
+/// Source-NATed connection as its replies see it (node address and NAT port → backend)
+/// → the original client.
+#[map]
+static SNAT_REV: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
+
+/// IPv4 address (network order) → announcing interface and lease expiry (L2 announcements).
+#[map]
+static L2_RESPONDER: HashMap<[u8; 4], L2ResponderValue> = HashMap::pinned(65_536, 0);
 
 /// tc ingress on a pod's host-side veth: packets leaving the pod.
 #[classifier]
@@ -138,7 +160,7 @@ fn try_observe(ctx: &TcContext, point: u8) -> Result<i32, ()> {
 
     let cfg = CONFIG.get(0).copied().unwrap_or(DatapathConfig {
         aggregation: aggregation::MEDIUM,
-        _pad: 0,
+        node_ipv4: [0; 4],
         aggregation_interval_ns: 5_000_000_000,
     });
 

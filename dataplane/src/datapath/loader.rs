@@ -264,7 +264,7 @@ impl Datapath {
                 MonitorAggregation::None => aggregation::NONE,
                 MonitorAggregation::Medium => aggregation::MEDIUM,
             },
-            _pad: 0,
+            node_ipv4: [0; 4],
             aggregation_interval_ns: interval.as_nanos() as u64,
         };
         cfg.set(0, value, 0).map_err(|source| DatapathError::Map {

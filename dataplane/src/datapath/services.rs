@@ -86,7 +86,8 @@ pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<S
                     addr_bytes(b.address).map(|addr| L4Addr {
                         addr,
                         port: b.port,
-                        _pad: [0; 2],
+                        flags: 0,
+                        _pad: 0,
                     })
                 })
                 .collect();
@@ -268,7 +269,7 @@ impl ServiceMaps {
                 count: fe.backends.len() as u32,
                 service_id,
                 flags: 0,
-                _pad: 0,
+                affinity_timeout_s: 0,
             };
             self.services
                 .insert(*key, value, 0)

@@ -491,8 +491,10 @@ pub mod aggregation {
 pub struct DatapathConfig {
     /// One of [`aggregation`].
     pub aggregation: u32,
-    /// Explicit padding; zero.
-    pub _pad: u32,
+    /// This node's IPv4 address on the uplink (network order): the source of
+    /// source-NATed service connections and the destination of their replies. Zero when
+    /// unknown (no source NAT then).
+    pub node_ipv4: [u8; 4],
     /// Minimum time between two trace records of one connection direction under `MEDIUM`.
     pub aggregation_interval_ns: u64,
 }
@@ -520,13 +522,115 @@ pub struct ServiceValue {
     /// Number of backends, in `BACKENDS` slots `0..count` of `service_id`. Zero: the
     /// frontend has no backend and new connections to it are dropped.
     pub count: u32,
-    /// The agent's id for this frontend (stable while the agent runs), keys `BACKENDS`.
+    /// The agent's id for this frontend (stable while the agent runs), keys `BACKENDS`,
+    /// `MAGLEV` and `AFFINITY`.
     pub service_id: u32,
-    /// Bits reserved for later (e.g. Maglev selection); zero.
+    /// Bits from [`svc_flags`].
     pub flags: u32,
+    /// `sessionAffinity: ClientIP` timeout in seconds (with [`svc_flags::AFFINITY`]).
+    pub affinity_timeout_s: u32,
+}
+
+/// Bits of [`ServiceValue::flags`].
+pub mod svc_flags {
+    /// Pick the backend of a new connection from the service's `MAGLEV` table with
+    /// [`super::five_tuple_hash`] (`loadBalancer.algorithm: maglev`); otherwise at random.
+    pub const MAGLEV: u32 = 1 << 0;
+    /// `sessionAffinity: ClientIP`: a client's new connections go to its previous backend
+    /// (`AFFINITY`) while it is used within [`super::ServiceValue::affinity_timeout_s`].
+    pub const AFFINITY: u32 = 1 << 1;
+    /// Reachable from outside the node (NodePort, LoadBalancer, external IP): translated
+    /// on the uplink too. ClusterIP frontends are translated for pods only.
+    pub const EXTERNAL: u32 = 1 << 2;
+    /// `externalTrafficPolicy: Cluster` on an external frontend: a connection from outside
+    /// sent to a backend on another node is source-NATed to the node's address so the
+    /// reply comes back through this node.
+    pub const SNAT_REMOTE: u32 = 1 << 3;
+}
+
+/// Size of a service's Maglev lookup table (Cilium's default `maglev.tableSize`, a prime).
+pub const MAGLEV_TABLE_SIZE: usize = 16381;
+
+/// Value of the `MAGLEV` hash (keyed by service id): the backend slot for each of
+/// [`MAGLEV_TABLE_SIZE`] hash buckets. 32764 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    /// Backend slot (`BACKENDS` slot of the service) per bucket `hash % MAGLEV_TABLE_SIZE`.
+    pub slots: [u16; MAGLEV_TABLE_SIZE],
+    /// Explicit padding; zero.
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<MaglevTable>() == 32764);
+
+/// 32-bit FNV-1a over a connection as the load balancer sees it (client → frontend):
+/// source address, destination address (4 bytes each for IPv4, network order), source
+/// port, destination port (big-endian), protocol. The same bytes and order as
+/// `lumen_lb::FiveTuple::hash` for IPv4, so every node (and the agent) computes the same
+/// value and Maglev picks the same backend everywhere.
+#[inline(always)]
+pub fn five_tuple_hash(src: &[u8; 4], dst: &[u8; 4], src_port: u16, dst_port: u16, proto: u8) -> u32 {
+    const OFFSET: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let sp = src_port.to_be_bytes();
+    let dp = dst_port.to_be_bytes();
+    let bytes = [
+        src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3], sp[0], sp[1], dp[0], dp[1], proto,
+    ];
+    let mut h = OFFSET;
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u32).wrapping_mul(PRIME);
+        i += 1;
+    }
+    h
+}
+
+/// Key of the `AFFINITY` LRU hash: one client of one frontend. 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// [`ServiceValue::service_id`].
+    pub service_id: u32,
+    /// Client address (IPv4 in the first four bytes).
+    pub client_ip: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 20);
+
+/// Value of the `AFFINITY` LRU hash. 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AffinityValue {
+    /// The client's backend.
+    pub backend: L4Addr,
     /// Explicit padding; zero.
     pub _pad: u32,
+    /// When the client last opened a connection to the frontend (`bpf_ktime_get_ns`).
+    pub last_used_ns: u64,
 }
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 32);
+
+/// Value of the `L2_RESPONDER` hash (keyed by an IPv4 address, network order): this node
+/// answers ARP requests for the address on interface `ifindex` with `mac` while
+/// `bpf_ktime_get_ns() < expires_ns`. The agent extends `expires_ns` each time it renews
+/// its lease; a dead agent's node stops answering once the lease would have expired. 24
+/// bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L2ResponderValue {
+    /// The announcing interface's MAC (the ARP reply's sender hardware address).
+    pub mac: [u8; 6],
+    /// Explicit padding; zero.
+    pub _pad: [u8; 2],
+    /// The interface that answers (the uplink).
+    pub ifindex: u32,
+    /// Explicit padding; zero.
+    pub _pad2: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds (what `bpf_ktime_get_ns` returns) after which the
+    /// entry is ignored.
+    pub expires_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<L2ResponderValue>() == 24);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
 
 /// Key of the `BACKENDS` hash: one backend slot of one frontend. 8 bytes.
@@ -549,10 +653,18 @@ pub struct L4Addr {
     pub addr: [u8; 16],
     /// Port, host order.
     pub port: u16,
+    /// Bits from [`backend_flags`] (in `BACKENDS`, `LB_CT` and `AFFINITY`); zero elsewhere.
+    pub flags: u8,
     /// Explicit padding; zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<L4Addr>() == 20);
+
+/// Bits of [`L4Addr::flags`] for a backend.
+pub mod backend_flags {
+    /// The backend runs on another node.
+    pub const REMOTE: u8 = 1 << 0;
+}
 
 /// Key of the `LB_CT` and `REVNAT` LRU hashes: a connection as the client sees it
 /// (`LB_CT`: client → frontend, value: the chosen backend) or as translated (`REVNAT`:
@@ -599,6 +711,19 @@ pub mod maps {
     pub const LB_CT: &str = "LB_CT";
     /// Translated connections (client → backend) → original frontend, LRU.
     pub const REVNAT: &str = "REVNAT";
+    /// Maglev tables: hash service id → [`super::MaglevTable`].
+    pub const MAGLEV: &str = "MAGLEV";
+    /// Client-IP session affinity: LRU [`super::AffinityKey`] → [`super::AffinityValue`].
+    pub const AFFINITY: &str = "AFFINITY";
+    /// Source NAT of external connections to remote backends, forward: LRU
+    /// [`super::LbTupleKey`] (client → backend) → [`super::L4Addr`] (node address and
+    /// NAT port).
+    pub const SNAT_FWD: &str = "SNAT_FWD";
+    /// Source NAT, replies: LRU [`super::LbTupleKey`] (node address and NAT port as the
+    /// client, the backend as the server) → [`super::L4Addr`] (the original client).
+    pub const SNAT_REV: &str = "SNAT_REV";
+    /// L2 announcements: hash IPv4 address → [`super::L2ResponderValue`].
+    pub const L2_RESPONDER: &str = "L2_RESPONDER";
 }
 
 /// Names of the programs in the object.
@@ -632,4 +757,8 @@ mod pod {
     unsafe impl aya::Pod for super::BackendKey {}
     unsafe impl aya::Pod for super::L4Addr {}
     unsafe impl aya::Pod for super::LbTupleKey {}
+    unsafe impl aya::Pod for super::MaglevTable {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::AffinityValue {}
+    unsafe impl aya::Pod for super::L2ResponderValue {}
 }
