@@ -15,7 +15,7 @@ use crate::state::ClusterState;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use lumen_abi::{maps, BackendKey, L4Addr, ServiceKey, ServiceValue};
 use lumen_api::flow;
-use lumen_lb::{frontends, EndpointSlice, FrontendKind, Service, ServiceName};
+use lumen_lb::{frontends, EndpointSlice, Frontend, FrontendKind, Service, ServiceName};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
@@ -47,9 +47,11 @@ pub fn addr_bytes(ip: IpAddr) -> Option<[u8; 16]> {
     }
 }
 
-/// Computes the ClusterIP frontends of every Service in `state` with their active
-/// backends. Objects that do not parse are returned as messages and left out.
-pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<String>) {
+/// Every frontend this node serves (as `lumen_lb::frontends` computes it, with the
+/// node's addresses from its Node object), sorted by service. Objects that do not parse
+/// are returned as messages and left out. The datapath ([`desired`]) and `lumen service
+/// list` both start from this.
+pub fn node_frontends(state: &ClusterState, node_name: &str) -> (Vec<Frontend>, Vec<String>) {
     let mut problems = vec![];
     let mut services = vec![];
     let mut slices = vec![];
@@ -69,9 +71,25 @@ pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<S
             _ => {}
         }
     }
+    let node_ips: Vec<IpAddr> = state
+        .nodes
+        .get(node_name)
+        .map(|n| n.addresses.iter().map(|a| a.address).collect())
+        .unwrap_or_default();
+    let out = services
+        .iter()
+        .flat_map(|svc| frontends(svc, &slices, node_name, &node_ips))
+        .collect();
+    (out, problems)
+}
+
+/// Computes the frontends of every Service in `state` with their active backends, in
+/// the form the datapath maps take.
+pub fn desired(state: &ClusterState, node_name: &str) -> (DesiredServices, Vec<String>) {
+    let (all, problems) = node_frontends(state, node_name);
     let mut out = DesiredServices::new();
-    for svc in &services {
-        for fe in frontends(svc, &slices, node_name, &[]) {
+    {
+        for fe in all {
             if fe.kind != FrontendKind::ClusterIp {
                 continue;
             }
