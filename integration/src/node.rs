@@ -49,6 +49,10 @@ pub struct AgentOptions {
     pub tls: Option<AgentTls>,
     /// `kubeProxyReplacement` (default false: services are not load-balanced).
     pub kube_proxy_replacement: bool,
+    /// `loadBalancer.algorithm` (default: the agent's, `random`).
+    pub load_balancer_algorithm: Option<&'static str>,
+    /// `l2announcements.enabled` (default false).
+    pub l2_announcements: bool,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -75,6 +79,8 @@ impl Default for AgentOptions {
             ready_timeout: Duration::from_secs(15),
             tls: None,
             kube_proxy_replacement: false,
+            load_balancer_algorithm: None,
+            l2_announcements: false,
         }
     }
 }
@@ -379,6 +385,12 @@ impl Node {
             agent_socket: self.agent_socket(),
             devices: vec!["eth0"],
             kube_proxy_replacement: options.kube_proxy_replacement,
+            load_balancer: LoadBalancerConfig {
+                algorithm: options.load_balancer_algorithm,
+            },
+            l2announcements: L2Config {
+                enabled: options.l2_announcements,
+            },
             hubble: HubbleConfig {
                 listen_address: "0.0.0.0:4244",
                 socket_path: self.hubble_socket(),
@@ -494,8 +506,21 @@ struct AgentConfig<'a> {
     devices: Vec<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     kube_proxy_replacement: bool,
+    load_balancer: LoadBalancerConfig,
+    l2announcements: L2Config,
     hubble: HubbleConfig<'a>,
     bpf: BpfConfig,
+}
+
+#[derive(Serialize)]
+struct LoadBalancerConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    algorithm: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct L2Config {
+    enabled: bool,
 }
 
 #[derive(Serialize)]
