@@ -29,7 +29,7 @@
 //! continues untranslated. IPv6 and VLAN-tagged traffic are not translated.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::map,
     maps::PerCpuArray,
@@ -38,7 +38,7 @@ use aya_ebpf::{
 use lumen_abi::{
     backend_flags, drop_reason, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, AffinityKey,
     AffinityValue, BackendKey, DropRecord, L4Addr, LbTupleKey, PacketInfo, PolicyInfo, RecordHeader, ServiceKey,
-    ServiceValue, DROP_VERSION, MAGLEV_TABLE_SIZE,
+    ServiceValue, TranslationRecord, DROP_VERSION, MAGLEV_TABLE_SIZE, TRANSLATION_VERSION, xlate_point,
 };
 
 use crate::{count_lost, AFFINITY, BACKENDS, EVENTS, LB_CT, MAGLEV, REVNAT, SERVICES, SNAT_FWD, SNAT_REV};
@@ -69,6 +69,8 @@ struct LbScratch {
     affinity: AffinityValue,
     svc: ServiceValue,
     skey: ServiceKey,
+    /// The frontend of the newest connection (for [`report_translation`]).
+    orig: L4Addr,
 }
 
 #[map]
@@ -80,6 +82,8 @@ pub enum Lb {
     None,
     /// Translated (destination to a backend, or a reply's source back to the frontend).
     Translated,
+    /// A new connection translated to a backend: report it ([`report_translation`]).
+    NewConnection,
     /// The destination is a frontend without backends: drop ([`report_no_backend`]).
     NoBackend,
 }
@@ -287,16 +291,19 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo, required: u32, node_ip: &[u8
         proto: pkt.l4_proto,
         _pad: [0; 3],
     };
+    let mut new = false;
     // SAFETY: as above.
     match unsafe { LB_CT.get(&sc.tuple) } {
         Some(b) => sc.backend = *b,
         None => {
+            new = true;
             if !select(sc) {
                 return Lb::NoBackend;
             }
             let _ = LB_CT.insert(&sc.tuple, &sc.backend, 0);
             // The same connection after translation, for its replies.
             sc.frontend = L4Addr { addr: pkt.dst_ip, port: pkt.dst_port, flags: 0, _pad: 0 };
+            sc.orig = sc.frontend;
             sc.tuple.server_ip = sc.backend.addr;
             sc.tuple.server_port = sc.backend.port;
             let _ = REVNAT.insert(&sc.tuple, &sc.frontend, 0);
@@ -314,7 +321,45 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo, required: u32, node_ip: &[u8
     }
     pkt.dst_ip = backend.addr;
     pkt.dst_port = backend.port;
-    Lb::Translated
+    if new {
+        Lb::NewConnection
+    } else {
+        Lb::Translated
+    }
+}
+
+/// Reports the translation of a new connection: `pkt` after it, and the frontend.
+#[inline(never)]
+pub fn report_translation(ctx: &TcContext, pkt: &PacketInfo, point: u8) {
+    let Some(sc) = scratch() else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<TranslationRecord>(0) else {
+        count_lost();
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    // SAFETY: `p` points at a reserved, writable record in the ring, written in place.
+    unsafe {
+        (*p).hdr = RecordHeader {
+            kind: kind::TRANSLATION,
+            version: TRANSLATION_VERSION,
+            obs_point: point,
+            flags: 0,
+            ifindex: (*ctx.skb.skb).ifindex,
+            len: core::mem::size_of::<TranslationRecord>() as u16,
+            _pad0: 0,
+            pkt_len: ctx.len(),
+            ktime_ns: bpf_ktime_get_ns(),
+        };
+        (*p).pkt = *pkt;
+        (*p).frontend = sc.orig;
+        (*p).xlate_point = xlate_point::POST_DIRECTION_FWD;
+        (*p)._pad = [0; 3];
+    }
+    // As common as new connections: leave waking to the reader's timer (and the trace
+    // record of the same packet).
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
 }
 
 /// Picks the backend of a new connection (`sc.tuple`, `sc.svc`) into `sc.backend`.

@@ -159,6 +159,10 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
     match translated {
         lb::Lb::None => {}
         lb::Lb::Translated => flags |= hdr_flags::TRANSLATED,
+        lb::Lb::NewConnection => {
+            flags |= hdr_flags::TRANSLATED;
+            lb::report_translation(ctx, &pkt, point);
+        }
         lb::Lb::NoBackend => {
             lb::report_no_backend(ctx, &pkt, point);
             return TC_ACT_SHOT as i32;

@@ -194,6 +194,33 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
         "{translated:#?}"
     );
 
+    // Each new connection's translation is reported as Hubble does: verdict TRANSLATED,
+    // event type 7 (trace-sock), post-xlate-fwd, the backend and the service.
+    let filter = FlowFilter {
+        verdict: vec![Verdict::Translated as i32],
+        source_pod: vec!["demo/client".into()],
+        ..Default::default()
+    };
+    let xlate = policy::wait_flow(&c.node1, filter, "a TRANSLATED flow", |_| true).unwrap();
+    assert_eq!(
+        xlate.event_type.as_ref().map(|e| e.r#type),
+        Some(7),
+        "{xlate:#?}"
+    );
+    assert_eq!(xlate.sock_xlate_point, 2, "post-xlate-fwd: {xlate:#?}");
+    assert!(
+        xlate
+            .destination
+            .as_ref()
+            .is_some_and(|d| d.pod_name.starts_with("web-")),
+        "{xlate:#?}"
+    );
+    assert_eq!(
+        xlate.destination_service.as_ref().map(|s| s.name.as_str()),
+        Some("web"),
+        "{xlate:#?}"
+    );
+
     // No endpoints: new connections are dropped, and the drop is reported.
     policy::write(&c.lab, "web-slice.yaml", &slice(&[])).unwrap();
     c.wait_connects(false);

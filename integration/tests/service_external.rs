@@ -8,7 +8,7 @@
 mod common;
 
 use common::{privileged, TCP_PORT};
-use lumen_api::flow::{EventTypeFilter, FlowFilter};
+use lumen_api::flow::{FlowFilter, Verdict};
 use lumen_integration::{policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -314,25 +314,27 @@ fn node_port_and_load_balancer_from_outside_with_both_traffic_policies() {
         );
     }
 
-    // The entry node's flows name a service and the backend it translated to. (The
-    // backend serves three services here; the flow names one of them.)
+    // The entry node reports each translation (verdict TRANSLATED) with the service the
+    // client addressed and the backend it got.
     let filter = FlowFilter {
-        event_type: vec![EventTypeFilter {
-            r#type: 4,
-            ..Default::default()
-        }],
+        verdict: vec![Verdict::Translated as i32],
         source_ip: vec![client.clone()],
         ..Default::default()
     };
-    let flow = policy::wait_flow(&c.nodes[0], filter, "a translated flow from outside", |f| {
+    let flow = policy::wait_flow(&c.nodes[0], filter, "a translation from outside", |f| {
         f.destination_service
             .as_ref()
-            .is_some_and(|s| s.name.starts_with("web-"))
+            .is_some_and(|s| s.name == "web-local")
     })
     .unwrap();
     assert_eq!(
         flow.destination.as_ref().map(|d| d.pod_name.as_str()),
         Some("web-a"),
+        "{flow:#?}"
+    );
+    assert_eq!(
+        flow.event_type.as_ref().map(|e| e.r#type),
+        Some(7),
         "{flow:#?}"
     );
 }

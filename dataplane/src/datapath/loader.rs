@@ -249,7 +249,10 @@ impl Datapath {
 
     /// Writes this node's uplink IPv4 address into the datapath configuration: the
     /// source address of service connections it source-NATs (`None`: no source NAT).
-    pub fn set_node_address(&mut self, ip: Option<std::net::Ipv4Addr>) -> Result<(), DatapathError> {
+    pub fn set_node_address(
+        &mut self,
+        ip: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), DatapathError> {
         let map = self
             .ebpf
             .map_mut(maps::CONFIG)

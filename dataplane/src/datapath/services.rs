@@ -16,9 +16,9 @@
 //! datapath never picks a slot that is not there.
 
 use super::loader::{Datapath, DatapathError};
+use crate::config::LbAlgorithm;
 use crate::state::ClusterState;
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use crate::config::LbAlgorithm;
 use lumen_abi::{
     backend_flags, maps, svc_flags, AffinityKey, AffinityValue, BackendKey, L4Addr, LbTupleKey,
     MaglevTable, ServiceKey, ServiceValue, MAGLEV_TABLE_SIZE,
@@ -131,7 +131,11 @@ pub fn desired(
             .backends
             .iter()
             .filter_map(|b| {
-                let flags = if is_local(b) { 0 } else { backend_flags::REMOTE };
+                let flags = if is_local(b) {
+                    0
+                } else {
+                    backend_flags::REMOTE
+                };
                 addr_bytes(b.address).map(|addr| {
                     let a = L4Addr {
                         addr,
@@ -265,8 +269,10 @@ impl ServiceMaps {
             BpfHashMap::try_from(dp.take_map(maps::SERVICES)?).map_err(map_err(maps::SERVICES))?;
         let backends: BpfHashMap<MapData, BackendKey, L4Addr> =
             BpfHashMap::try_from(dp.take_map(maps::BACKENDS)?).map_err(map_err(maps::BACKENDS))?;
-        let maglev = BpfHashMap::try_from(dp.take_map(maps::MAGLEV)?).map_err(map_err(maps::MAGLEV))?;
-        let lb_ct = BpfHashMap::try_from(dp.take_map(maps::LB_CT)?).map_err(map_err(maps::LB_CT))?;
+        let maglev =
+            BpfHashMap::try_from(dp.take_map(maps::MAGLEV)?).map_err(map_err(maps::MAGLEV))?;
+        let lb_ct =
+            BpfHashMap::try_from(dp.take_map(maps::LB_CT)?).map_err(map_err(maps::LB_CT))?;
         let affinity =
             BpfHashMap::try_from(dp.take_map(maps::AFFINITY)?).map_err(map_err(maps::AFFINITY))?;
         let mut slots: BTreeMap<BackendKey, L4Addr> = BTreeMap::new();
@@ -336,9 +342,7 @@ impl ServiceMaps {
 
     /// The Maglev table of `names` (backend slots per bucket).
     fn maglev_table(&self, names: &[String]) -> Result<Box<MaglevTable>, DatapathError> {
-        let table = self
-            .maglev_builder
-            .table(names)?;
+        let table = self.maglev_builder.table(names)?;
         let mut out = Box::new(MaglevTable {
             slots: [0; MAGLEV_TABLE_SIZE],
             _pad: 0,
@@ -575,5 +579,106 @@ endpoints:
             want.values().map(|f| f.backends.len()).collect::<Vec<_>>(),
             vec![0]
         );
+    }
+
+    const EXTERNAL: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+spec: {podCIDR: 10.1.0.0/24}
+status: {addresses: [{type: InternalIP, address: 192.168.77.1}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.20
+  externalTrafficPolicy: Local
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}]
+status: {loadBalancer: {ingress: [{ip: 192.168.77.200}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: lb-1
+  namespace: default
+  labels: {kubernetes.io/service-name: lb}
+addressType: IPv4
+ports: [{port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.1.0.5]
+  nodeName: node-a
+  conditions: {ready: true}
+- addresses: [10.2.0.7]
+  nodeName: node-b
+  conditions: {ready: true}
+"#;
+
+    #[test]
+    fn external_frontends_carry_their_flags_and_backend_locality() {
+        let (state, problems) =
+            ClusterState::from_objects(parse_objects(Path::new("s.yaml"), EXTERNAL).unwrap());
+        assert!(problems.is_empty(), "{problems:?}");
+        let (want, problems) = desired(&state, "node-a", LbAlgorithm::Maglev);
+        assert!(problems.is_empty(), "{problems:?}");
+        let by_addr = |a: [u8; 4], port: u16| {
+            want.iter()
+                .find(|(k, _)| k.addr[..4] == a && k.port == port)
+                .map(|(_, fe)| fe)
+                .unwrap_or_else(|| panic!("no frontend {a:?}:{port} in {want:#?}"))
+        };
+        // ClusterIP: internal traffic policy Cluster, both backends, REMOTE marks node-b's.
+        let cip = by_addr([10, 96, 0, 20], 80);
+        assert_eq!(cip.flags & svc_flags::EXTERNAL, 0);
+        assert_eq!(
+            cip.backends.iter().map(|b| b.flags).collect::<Vec<_>>(),
+            vec![0, backend_flags::REMOTE]
+        );
+        assert_ne!(cip.flags & svc_flags::AFFINITY, 0);
+        assert_eq!(cip.affinity_timeout_s, 10800, "Kubernetes' default timeout");
+        assert_ne!(cip.flags & svc_flags::MAGLEV, 0);
+        assert_eq!(
+            cip.maglev.as_deref(),
+            Some(
+                &[
+                    "10.1.0.5:8080/TCP".to_string(),
+                    "10.2.0.7:8080/TCP".to_string()
+                ][..]
+            )
+        );
+        // NodePort on the node's address, and the LoadBalancer IP: external, Local (no
+        // source NAT), only the local backend.
+        for fe in [
+            by_addr([192, 168, 77, 1], 30080),
+            by_addr([192, 168, 77, 200], 80),
+        ] {
+            assert_ne!(fe.flags & svc_flags::EXTERNAL, 0);
+            assert_eq!(fe.flags & svc_flags::SNAT_REMOTE, 0);
+            assert_eq!(fe.backends.len(), 1);
+            assert_eq!(fe.backends[0].addr[..4], [10, 1, 0, 5]);
+        }
+        // No wildcard entry: the datapath matches node addresses exactly.
+        assert!(want.keys().all(|k| k.addr != [0; 16]));
+    }
+
+    #[test]
+    fn the_datapath_hash_is_the_load_balancers() {
+        let cases = [
+            ([10, 1, 0, 5], [10, 96, 0, 10], 40000, 80, 6),
+            ([192, 168, 77, 254], [192, 168, 77, 200], 1, 65535, 17),
+        ];
+        for (src, dst, sp, dp, proto) in cases {
+            let lb = lumen_lb::FiveTuple {
+                src: IpAddr::from(src),
+                dst: IpAddr::from(dst),
+                src_port: sp,
+                dst_port: dp,
+                protocol: proto,
+            }
+            .hash();
+            assert_eq!(lumen_abi::five_tuple_hash(&src, &dst, sp, dp, proto), lb);
+        }
     }
 }
