@@ -414,3 +414,59 @@ spec:
         "with the backend's identity: {denied:#?}"
     );
 }
+
+/// A client that opens one connection to the ClusterIP, exchanges a line, prints
+/// `first`, waits for `go` to appear, exchanges again and prints `second ok`.
+const LONG_CLIENT: &str = r#"
+import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=2)
+s.sendall(b"ping\n"); assert s.recv(16) == b"ping\n"
+print("first", flush=True)
+while not os.path.exists(sys.argv[2]): time.sleep(0.05)
+s.sendall(b"pong\n"); got = s.recv(16)
+print("second ok" if got == b"pong\n" else "second broken %r" % got, flush=True)
+"#;
+
+#[test]
+fn backend_changes_keep_established_connections() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-keep");
+    policy::write(&c.lab, "web-svc.yaml", SERVICE).unwrap();
+    let a = c.web[0].0.ip().to_string();
+    let b = c.web[1].0.ip().to_string();
+    policy::write(&c.lab, "web-slice.yaml", &slice(std::slice::from_ref(&a))).unwrap();
+    c.wait_connects(true);
+    let go = c.lab.dir().join("go");
+    let mut client = c
+        .client
+        .spawn(
+            "python3",
+            ["-c", LONG_CLIENT, CLUSTER_IP, go.to_str().unwrap()],
+        )
+        .unwrap();
+    client
+        .wait_for_output("first", Duration::from_secs(5))
+        .unwrap();
+    // The connection is on web-a; web-b joins, which reorders and regrows the slots.
+    policy::write(&c.lab, "web-slice.yaml", &slice(&[b.clone(), a.clone()])).unwrap();
+    let start = Instant::now();
+    while c.served()[1] == 0 {
+        // New connections reach web-b once the maps have it.
+        let _ = c.connects();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "web-b never served"
+        );
+    }
+    std::fs::write(&go, "").unwrap();
+    client
+        .wait_for_output("second", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        client.log().contains("second ok"),
+        "the established connection survived: {}",
+        client.log()
+    );
+}
