@@ -470,3 +470,77 @@ fn backend_changes_keep_established_connections() {
         client.log()
     );
 }
+
+#[test]
+fn udp_cluster_ip_replies_come_from_the_service_address() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-udp");
+    let mut udp_servers = vec![];
+    for (pod, _) in &c.web {
+        let mut s = pod
+            .spawn(traffic_bin().unwrap(), ["serve", "--udp", "5353"])
+            .unwrap();
+        s.wait_for_output("listening", Duration::from_secs(5))
+            .unwrap();
+        udp_servers.push(s);
+    }
+    let svc = "apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: demo}
+spec:
+  clusterIP: 10.96.0.53
+  selector: {app: web}
+  ports: [{port: 53, targetPort: 5353, protocol: UDP}]
+";
+    policy::write(&c.lab, "dns-svc.yaml", svc).unwrap();
+    let ips: Vec<String> = c.web.iter().map(|(p, _)| p.ip().to_string()).collect();
+    let endpoints: String = ips
+        .iter()
+        .map(|ip| format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    let dns_slice = format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dns-1
+  namespace: demo
+  labels: {{kubernetes.io/service-name: dns}}
+addressType: IPv4
+ports: [{{port: 5353, protocol: UDP}}]
+endpoints:
+{endpoints}"
+    );
+    policy::write(&c.lab, "dns-slice.yaml", &dns_slice).unwrap();
+    // The client's socket is connected to the ClusterIP: an echo counts only if it comes
+    // back from 10.96.0.53:53, i.e. was reverse-translated.
+    let start = Instant::now();
+    loop {
+        let out = c
+            .client
+            .exec(
+                traffic_bin().unwrap(),
+                [
+                    "udp",
+                    "--to",
+                    "10.96.0.53:53",
+                    "--count",
+                    "20",
+                    "--timeout",
+                    "300ms",
+                ],
+            )
+            .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("lab-traffic JSON");
+        if report["ok"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "UDP through the ClusterIP never answered: {report}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
