@@ -93,9 +93,20 @@ pub fn node_frontends(state: &ClusterState, node_name: &str) -> (Vec<Frontend>, 
         .get(node_name)
         .map(|n| n.addresses.iter().map(|a| a.address).collect())
         .unwrap_or_default();
+    // Each service sees only its own slices: with thousands of services, handing every
+    // one all slices would make this quadratic.
+    let mut by_service: HashMap<ServiceName, Vec<EndpointSlice>> = HashMap::new();
+    for slice in slices {
+        if let Some(name) = slice.service() {
+            by_service.entry(name).or_default().push(slice);
+        }
+    }
     let out = services
         .iter()
-        .flat_map(|svc| frontends(svc, &slices, node_name, &node_ips))
+        .flat_map(|svc| {
+            let own = by_service.get(&svc.name()).map(Vec::as_slice).unwrap_or(&[]);
+            frontends(svc, own, node_name, &node_ips)
+        })
         .collect();
     (out, problems)
 }
