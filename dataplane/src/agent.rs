@@ -155,8 +155,10 @@ impl Agent {
         let dir = self.cfg.manifests_dir.clone();
         rt.spawn(async move {
             loop {
-                let d = dir.clone();
-                match tokio::task::spawn_blocking(move || crate::lbipam::reconcile(&d)).await {
+                let (d, state) = (dir.clone(), rx.borrow_and_update().clone());
+                match tokio::task::spawn_blocking(move || crate::lbipam::reconcile(&d, &state))
+                    .await
+                {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "LB-IPAM reconcile failed; retried on the next change")

@@ -400,20 +400,17 @@ pub struct Outcome {
 
 /// Under the status lock: re-reads the manifests in `manifests_dir` (with the current
 /// status), plans, and writes the changed status files (temporary file, then rename).
-/// Logs every allocation change and problem. Blocking: call from a blocking task.
-pub fn reconcile(manifests_dir: &Path) -> Result<Outcome, LbIpamError> {
+/// Dormant (does nothing) while `state`, the caller's latest snapshot, has no pool and
+/// `status/` none of our files. Logs every allocation change and problem. Blocking: call
+/// from a blocking task.
+pub fn reconcile(manifests_dir: &Path, state: &ClusterState) -> Result<Outcome, LbIpamError> {
     let dir = ManifestDir::status_dir(manifests_dir);
     if !manifests_dir.is_dir() {
         return Ok(Outcome::default());
     }
-    let current = read_current(&dir)?;
-    let (pools, _) = {
-        let mut src = ManifestDir::new(manifests_dir);
-        src.rescan();
-        inputs(&src.state().0)
-    };
-    if pools.is_empty() && current.keys().all(|n| !is_ours(n)) {
-        return Ok(Outcome::default()); // dormant
+    let has_pool = state.objects.keys().any(|k| k.kind == POOL_KIND);
+    if !has_pool && !has_our_files(&dir) {
+        return Ok(Outcome::default());
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let _lock = Lock::take(&dir.join(".lock"))?;
@@ -475,6 +472,14 @@ fn log_changes(plan: &Plan) {
     for (pool, message) in &plan.conflicts {
         tracing::warn!(pool, detail = %message, "LB-IPAM: pool conflicts, not used");
     }
+}
+
+fn has_our_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_str().is_some_and(is_ours))
+    })
 }
 
 fn read_current(dir: &Path) -> Result<BTreeMap<String, String>, LbIpamError> {
@@ -772,9 +777,18 @@ mod tests {
             "apiVersion: cilium.io/v2alpha1\nkind: CiliumLoadBalancerIPPool\nmetadata: {name: lab}\nspec:\n  blocks: [{start: 192.168.77.240}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.9\n  ports: [{port: 80}]\n",
         )
         .unwrap();
-        let out = reconcile(dir.path()).unwrap();
+        let mut src = ManifestDir::new(dir.path());
+        src.rescan();
+        let before = src.state().0;
+        let dormant = reconcile(dir.path(), &ClusterState::default()).unwrap();
+        assert_eq!(
+            (dormant.written, dormant.removed),
+            (0, 0),
+            "no pool known yet"
+        );
+        let out = reconcile(dir.path(), &before).unwrap();
         assert_eq!((out.written, out.removed), (2, 0));
-        let again = reconcile(dir.path()).unwrap();
+        let again = reconcile(dir.path(), &before).unwrap();
         assert_eq!((again.written, again.removed), (0, 0), "idempotent");
         let mut src = ManifestDir::new(dir.path());
         src.rescan();
