@@ -1,5 +1,5 @@
 //! The admin side of the local API, what `lumen status`, `lumen endpoint list`,
-//! `lumen policy get` and `lumen identity list` ask the agent (the operator's
+//! `lumen policy get`, `lumen identity list` and `lumen service list` ask the agent (the operator's
 //! `cilium status` / `cilium endpoint list` habit). Same socket and framing as the CNI
 //! requests: one JSON object per line, told apart by `op`.
 
@@ -25,11 +25,19 @@ pub enum AdminRequest {
     },
     /// Identities in use.
     IdentityList {},
+    /// Service frontends on this node with their backends, and LB-IPAM status.
+    ServiceList {},
 }
 
 impl AdminRequest {
     /// The `op` values admin requests use (everything else is a CNI request).
-    pub const OPS: [&'static str; 4] = ["status", "endpoint_list", "policy_get", "identity_list"];
+    pub const OPS: [&'static str; 5] = [
+        "status",
+        "endpoint_list",
+        "policy_get",
+        "identity_list",
+        "service_list",
+    ];
 }
 
 /// `lumen status`.
@@ -80,6 +88,30 @@ pub struct IdentityRow {
     pub labels: Vec<String>,
 }
 
+/// One backend of a [`ServiceEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendEntry {
+    /// `address:port/PROTO`.
+    pub address: String,
+    /// `active` or `terminating`.
+    pub state: String,
+}
+
+/// One frontend as `lumen service list` shows it (a row of [`lumen_lb::ServiceTable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// 1-based position in the table.
+    pub id: u32,
+    /// `address:port/PROTO`.
+    pub frontend: String,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer` or `ExternalIPs`.
+    pub service_type: String,
+    /// `namespace/name` of the service.
+    pub service: String,
+    /// Backends in selection order.
+    pub backends: Vec<BackendEntry>,
+}
+
 /// An admin answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -102,6 +134,15 @@ pub enum AdminResponse {
     Identities {
         /// Identities with their labels, by number.
         identities: Vec<IdentityRow>,
+    },
+    /// `service_list`.
+    Services {
+        /// Frontends, sorted like `cilium service list`.
+        services: Vec<ServiceEntry>,
+        /// LB-IPAM status of every LoadBalancer service.
+        lbipam: Vec<crate::lbipam::ServiceIpam>,
+        /// Services or EndpointSlices that do not parse.
+        problems: Vec<String>,
     },
     /// The request failed.
     Error {
@@ -150,10 +191,41 @@ pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
     }
 }
 
+/// The frontends of this node and the LB-IPAM status of the agent's current state.
+pub fn service_list(agent: &Agent) -> AdminResponse {
+    let state = agent.state().borrow().clone();
+    let (frontends, problems) =
+        crate::datapath::services::node_frontends(&state, &agent.cfg.node_name);
+    let table = lumen_lb::ServiceTable::new(&frontends);
+    AdminResponse::Services {
+        services: table
+            .rows
+            .into_iter()
+            .map(|r| ServiceEntry {
+                id: r.id,
+                frontend: r.frontend,
+                service_type: r.service_type.as_str().into(),
+                service: r.service.to_string(),
+                backends: r
+                    .backends
+                    .into_iter()
+                    .map(|b| BackendEntry {
+                        address: b.address,
+                        state: b.state.as_str().into(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        lbipam: crate::lbipam::service_status(&state),
+        problems,
+    }
+}
+
 /// Answers one admin request.
 pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
     let r = agent.policy_report();
     match req {
+        AdminRequest::ServiceList {} => service_list(agent),
         AdminRequest::Status {} => AdminResponse::Status(Box::new(status(agent, &r))),
         AdminRequest::EndpointList {} => AdminResponse::Endpoints {
             endpoints: r.endpoints.clone(),

@@ -141,7 +141,35 @@ impl Agent {
             cfg,
         });
         agent.regenerate();
+        agent.start_lbipam();
         agent
+    }
+
+    /// Runs LB-IPAM ([`crate::lbipam::reconcile`]) now and after every state change, in the
+    /// background. Needs a Tokio runtime (without one it does not run).
+    fn start_lbipam(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rx = self.state.clone();
+        let dir = self.cfg.manifests_dir.clone();
+        rt.spawn(async move {
+            loop {
+                let (d, state) = (dir.clone(), rx.borrow_and_update().clone());
+                match tokio::task::spawn_blocking(move || crate::lbipam::reconcile(&d, &state))
+                    .await
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "LB-IPAM reconcile failed; retried on the next change")
+                    }
+                    Err(e) => tracing::error!(error = %e, "LB-IPAM reconcile panicked"),
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// What the last regeneration produced.

@@ -3,8 +3,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use lumen_dataplane::admin::{AdminRequest, AdminResponse, StatusReport};
+use lumen_dataplane::admin::{AdminRequest, AdminResponse, ServiceEntry, StatusReport};
+use lumen_dataplane::lbipam::ServiceIpam;
 use lumen_dataplane::policy::regen::EndpointReport;
+use lumen_lb::{BackendState, FrontendKind, ServiceName, ServiceRow, ServiceTable, TableBackend};
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
@@ -52,6 +54,11 @@ enum Cmd {
     },
     /// Security identities.
     Identity {
+        #[command(subcommand)]
+        cmd: ListCmd,
+    },
+    /// Service frontends on this node, their backends, and LB-IPAM allocation status.
+    Service {
         #[command(subcommand)]
         cmd: ListCmd,
     },
@@ -284,6 +291,7 @@ fn run(cli: &Cli) -> Result<()> {
             endpoint: *endpoint,
         },
         Cmd::Identity { .. } => AdminRequest::IdentityList {},
+        Cmd::Service { .. } => AdminRequest::ServiceList {},
     };
     let resp = ask(&cli.socket, &req)?;
     if cli.output == Output::Json {
@@ -311,7 +319,85 @@ fn run(cli: &Cli) -> Result<()> {
                 }
             }
         }
+        AdminResponse::Services {
+            services,
+            lbipam,
+            problems,
+        } => print_services(&services, &lbipam, &problems),
         AdminResponse::Error { message } => bail!("{message}"),
     }
     Ok(())
+}
+
+/// The agent's rows back into the table type, so the text is `lumen_lb`'s rendering.
+fn service_table(services: &[ServiceEntry]) -> ServiceTable {
+    const KINDS: [FrontendKind; 4] = [
+        FrontendKind::ClusterIp,
+        FrontendKind::ExternalIp,
+        FrontendKind::NodePort,
+        FrontendKind::LoadBalancer,
+    ];
+    let rows = services
+        .iter()
+        .filter_map(|s| {
+            let kind = KINDS.into_iter().find(|k| k.as_str() == s.service_type)?;
+            let (ns, name) = s.service.split_once('/').unwrap_or(("", &s.service));
+            Some(ServiceRow {
+                id: s.id,
+                frontend: s.frontend.clone(),
+                service_type: kind,
+                service: ServiceName::new(ns, name),
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| TableBackend {
+                        address: b.address.clone(),
+                        state: if b.state == BackendState::Terminating.as_str() {
+                            BackendState::Terminating
+                        } else {
+                            BackendState::Active
+                        },
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    ServiceTable { rows }
+}
+
+fn print_services(services: &[ServiceEntry], lbipam: &[ServiceIpam], problems: &[String]) {
+    print!("{}", service_table(services));
+    if !lbipam.is_empty() {
+        println!();
+        println!("LB-IPAM:");
+        let width = lbipam
+            .iter()
+            .map(|s| s.service.len())
+            .max()
+            .unwrap_or(0)
+            .max(7);
+        println!(
+            "{:<width$}   {:<18} {:<10} {:<18} MESSAGE",
+            "SERVICE", "IPS", "SATISFIED", "REASON"
+        );
+        for s in lbipam {
+            let ips = if s.ips.is_empty() {
+                "-".to_string()
+            } else {
+                s.ips.join(",")
+            };
+            let sat = if s.satisfied.is_empty() {
+                "pending"
+            } else {
+                s.satisfied.as_str()
+            };
+            println!(
+                "{:<width$}   {:<18} {:<10} {:<18} {}",
+                s.service, ips, sat, s.reason, s.message
+            );
+        }
+    }
+    for p in problems {
+        println!("  ignored: {p}");
+    }
 }

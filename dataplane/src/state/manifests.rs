@@ -3,8 +3,14 @@
 //! both work). The directory is rescanned on a short interval; a file that fails to parse
 //! is reported with its path and position and its previous objects are kept, so a
 //! half-written or broken edit never makes the agent forget state.
+//!
+//! Status lives apart from the user's manifests, in the `status/` subdirectory (written by
+//! LB-IPAM, see [`crate::lbipam`]): each object there carries only identity and `status`,
+//! and its `status` replaces that of the object with the same kind, namespace and name
+//! (like a Kubernetes status subresource). A status object without such an object is
+//! ignored.
 
-use super::{ClusterState, Object};
+use super::{ClusterState, Object, ObjectKey};
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
@@ -93,11 +99,20 @@ impl ManifestDir {
         }
     }
 
+    /// The status subdirectory of `dir`.
+    pub fn status_dir(dir: &Path) -> PathBuf {
+        dir.join(STATUS_DIR)
+    }
+
     /// Rescans; returns whether anything changed, and the errors of files that failed
     /// (their previous objects are kept).
     pub fn rescan(&mut self) -> (bool, Vec<ManifestError>) {
         let mut errors = vec![];
         let mut seen = BTreeMap::new();
+        // A missing status directory just holds nothing.
+        if let Ok(entries) = std::fs::read_dir(Self::status_dir(&self.dir)) {
+            collect_manifests(entries, &mut seen);
+        }
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -115,19 +130,7 @@ impl ManifestDir {
                 )
             }
         };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-            let hidden = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            if hidden || !matches!(ext, "yaml" | "yml" | "json") {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            seen.insert(path, (meta.modified().ok(), meta.len()));
-        }
+        collect_manifests(entries, &mut seen);
         let mut changed = false;
         let before = (self.files.len(), self.errors.len());
         self.files.retain(|p, _| seen.contains_key(p));
@@ -169,13 +172,66 @@ impl ManifestDir {
         (changed, errors)
     }
 
-    /// The state built from all files' objects.
+    /// The state built from all files' objects, with the status objects merged in.
     pub fn state(&self) -> (ClusterState, Vec<String>) {
-        let (mut st, problems) =
-            ClusterState::from_objects(self.files.values().flat_map(|(_, _, o)| o.iter().cloned()));
+        let status_dir = Self::status_dir(&self.dir);
+        let (status, spec): (Vec<_>, Vec<_>) = self
+            .files
+            .iter()
+            .partition(|(p, _)| p.parent() == Some(status_dir.as_path()));
+        let statuses: BTreeMap<ObjectKey, Object> = status
+            .into_iter()
+            .flat_map(|(_, (_, _, o))| o.iter().map(|o| (o.key(), o.clone())))
+            .collect();
+        let objects = spec
+            .into_iter()
+            .flat_map(|(_, (_, _, o))| o.iter().cloned())
+            .map(|o| match statuses.get(&o.key()) {
+                Some(s) => with_status(o, &s.status),
+                None => o,
+            });
+        let (mut st, problems) = ClusterState::from_objects(objects);
         st.source_errors = self.errors.values().cloned().collect();
         (st, problems)
     }
+}
+
+/// The subdirectory of the manifests directory that holds status objects.
+pub const STATUS_DIR: &str = "status";
+
+/// Adds the manifest files among `entries` (`*.yaml|yml|json`, not hidden) to `seen`.
+fn collect_manifests(
+    entries: std::fs::ReadDir,
+    seen: &mut BTreeMap<PathBuf, (Option<SystemTime>, u64)>,
+) {
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden || !matches!(ext, "yaml" | "yml" | "json") {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            seen.insert(path, (meta.modified().ok(), meta.len()));
+        }
+    }
+}
+
+/// `obj` with its `status` replaced by `status`, in the typed field and in `raw`.
+fn with_status(mut obj: Object, status: &serde_yaml::Value) -> Object {
+    obj.status = status.clone();
+    if let Some(raw) = obj.raw.as_deref() {
+        let mut raw = raw.clone();
+        if let serde_yaml::Value::Mapping(m) = &mut raw {
+            m.insert("status".into(), status.clone());
+        }
+        obj.raw = Some(Arc::new(raw));
+    }
+    obj
 }
 
 /// Asks the watcher for an immediate rescan.
@@ -300,5 +356,61 @@ mod tests {
         let (changed, _) = src.rescan();
         assert!(changed);
         assert!(src.state().0.pods.is_empty());
+    }
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n";
+
+    fn status_file(name: &str) -> String {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nstatus:\n  loadBalancer:\n    ingress: [{{ip: 192.168.77.240}}]\n")
+    }
+
+    #[test]
+    fn status_objects_are_merged_into_their_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("svc.yaml"), SVC).unwrap();
+        let status = ManifestDir::status_dir(dir.path());
+        std::fs::create_dir(&status).unwrap();
+        std::fs::write(status.join("service.demo.web.yaml"), status_file("web")).unwrap();
+        std::fs::write(status.join("service.demo.gone.yaml"), status_file("gone")).unwrap();
+        let mut src = ManifestDir::new(dir.path());
+        let (changed, errs) = src.rescan();
+        assert!(changed && errs.is_empty(), "{errs:?}");
+        let st = src.state().0;
+        let services: Vec<_> = st.objects.keys().filter(|k| k.kind == "Service").collect();
+        assert_eq!(
+            services.len(),
+            1,
+            "the orphan status object is ignored: {services:?}"
+        );
+        let obj = &st.objects[services[0]];
+        let svc = lumen_lb::Service::parse(obj.raw.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            svc.ingress_ips,
+            vec!["192.168.77.240".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(svc.cluster_ips.len(), 1, "the spec is kept");
+        assert!(!obj.status.is_null());
+
+        // Removing the status file takes the status away again.
+        std::fs::remove_file(status.join("service.demo.web.yaml")).unwrap();
+        assert!(src.rescan().0);
+        let st = src.state().0;
+        let obj = st.objects.values().find(|o| o.kind == "Service").unwrap();
+        let svc = lumen_lb::Service::parse(obj.raw.as_deref().unwrap()).unwrap();
+        assert!(svc.ingress_ips.is_empty());
+    }
+
+    #[test]
+    fn status_files_are_not_user_objects_and_hidden_files_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = ManifestDir::status_dir(dir.path());
+        std::fs::create_dir(&status).unwrap();
+        std::fs::write(status.join("service.demo.web.yaml"), status_file("web")).unwrap();
+        std::fs::write(status.join(".lock"), "").unwrap();
+        std::fs::write(status.join(".service.demo.web.yaml.tmp"), "not: [yaml").unwrap();
+        let mut src = ManifestDir::new(dir.path());
+        let (_, errs) = src.rescan();
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(src.state().0.objects.is_empty());
     }
 }

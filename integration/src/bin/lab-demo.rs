@@ -9,6 +9,15 @@
 //! rule: the `clientNb` pods (app=client but not tier=frontend) have no egress allow, so
 //! `hubble observe --verdict policy_denied` shows real denials right away.
 //!
+//! Services (`kubeProxyReplacement: true`, `l2announcements.enabled: true` on both
+//! agents): `demo/web` (ClusterIP 10.96.0.100), `demo/web-np` (NodePort 30080) and
+//! `demo/web-lb` (LoadBalancer, its address assigned by LB-IPAM from the `demo-pool`
+//! pool 192.168.77.200-209 on the underlay, announced by the `demo-lb`
+//! CiliumL2AnnouncementPolicy), all backed by both server pods. A client on the underlay
+//! (192.168.77.254, outside the cluster) connects to the LoadBalancer IP and to node1's
+//! NodePort every 2 s; `lumen service list` shows the frontends, the LB-IPAM status is in
+//! `<labdir>/manifests/status/`.
+//!
 //! The relay runs in the host namespace. It discovers the nodes through node1's peer
 //! service over node1's unix socket, and reaches every agent through its unix socket
 //! (`nodeAddresses` in `<labdir>/relay.yaml`): the InternalIPs the peer service advertises
@@ -64,6 +73,91 @@ spec:
         matchLabels: {app: client}
 "#;
 
+/// The LoadBalancer address LB-IPAM assigns to `demo/web-lb` (the pool's first).
+const LB_IP: &str = "192.168.77.200";
+/// `demo/web-np`'s node port.
+const NODE_PORT: u16 = 30080;
+
+/// The demo services, the LB-IPAM pool, the L2 announcement policy, and a policy letting
+/// the world reach the servers through them.
+const DEMO_SERVICES: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  clusterIP: 10.96.0.100
+  selector: {app: server}
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-np, namespace: demo}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.101
+  selector: {app: server}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-lb, namespace: demo, labels: {announce: l2}}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.102
+  selector: {app: server}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30081, protocol: TCP}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumLoadBalancerIPPool
+metadata: {name: demo-pool}
+spec:
+  blocks: [{start: 192.168.77.200, stop: 192.168.77.209}]
+---
+apiVersion: cilium.io/v2alpha1
+kind: CiliumL2AnnouncementPolicy
+metadata: {name: demo-lb}
+spec:
+  serviceSelector:
+    matchLabels: {announce: l2}
+  loadBalancerIPs: true
+---
+# Clients outside the cluster reach the servers through the NodePort and LoadBalancer.
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: server-from-world
+  namespace: demo
+spec:
+  endpointSelector:
+    matchLabels: {app: server}
+  ingress:
+  - fromEntities: [world]
+    toPorts:
+    - ports:
+      - port: "8080"
+        protocol: TCP
+"#;
+
+/// One EndpointSlice per demo service, listing the server pods `(ip, node)` as ready.
+fn demo_slices(servers: &[(String, String)]) -> String {
+    let endpoints: String = servers
+        .iter()
+        .map(|(ip, node)| {
+            format!(
+                "  - addresses: [{ip}]\n    conditions: {{ready: true}}\n    nodeName: {node}\n"
+            )
+        })
+        .collect();
+    ["web", "web-np", "web-lb"]
+        .iter()
+        .map(|svc| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-1\n  namespace: demo\n  labels: {{kubernetes.io/service-name: {svc}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{endpoints}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 fn main() -> Result<()> {
     install_interrupt_handler();
     let lab = Lab::new("demo")?;
@@ -72,6 +166,8 @@ fn main() -> Result<()> {
     let mut pods = vec![]; // dropping a pod handle deletes the pod
     let mut lines = vec![];
     lumen_integration::policy::write(&lab, "demo-policy.yaml", DEMO_POLICY)?;
+    lumen_integration::policy::write(&lab, "demo-services.yaml", DEMO_SERVICES)?;
+    let mut servers = vec![];
     for (i, name) in ["node1", "node2"].into_iter().enumerate() {
         let node = lab.add_node(name)?;
         eprintln!(
@@ -81,6 +177,8 @@ fn main() -> Result<()> {
         );
         node.start_agent(AgentOptions {
             event_buffer_capacity: 65535,
+            kube_proxy_replacement: true,
+            l2_announcements: true,
             ..AgentOptions::default()
         })?;
         let server = node.add_pod(
@@ -101,6 +199,7 @@ fn main() -> Result<()> {
         let mut serving = server.spawn(&traffic, ["serve", "--tcp", "8080", "--udp", "5353"])?;
         serving.wait_for_output("listening", Duration::from_secs(5))?;
         let dst = server.ip().to_string();
+        servers.push((dst.clone(), node.name().to_string()));
         for (pod, interval) in [(&client, "1s"), (&client_b, "3s")] {
             keep.push(pod.spawn(
                 &traffic,
@@ -135,7 +234,34 @@ fn main() -> Result<()> {
         ));
         pods.extend([server, client, client_b]);
     }
+    lumen_integration::policy::write(&lab, "demo-slices.yaml", &demo_slices(&servers))?;
     let node1 = lab.node("node1").expect("node1");
+    // A client outside the cluster, on the underlay: the LoadBalancer IP and node1's NodePort.
+    lab.add_world(&[])?;
+    for (to, port) in [(LB_IP.to_string(), 80), (node1.ip().to_string(), NODE_PORT)] {
+        keep.push(lab.spawn_in_underlay(
+            &traffic,
+            [
+                "loop",
+                "--to",
+                &to,
+                "--tcp-port",
+                &port.to_string(),
+                "--udp-port",
+                "5353",
+                "--interval",
+                "2s",
+            ],
+        )?);
+    }
+    lines.push(format!(
+        "  services: demo/web ClusterIP 10.96.0.100:80, demo/web-np NodePort {}:{NODE_PORT}, \
+         demo/web-lb LoadBalancer {LB_IP}:80 (LB-IPAM pool demo-pool, L2 policy demo-lb)\n\
+         \x20           underlay client {} → {LB_IP}:80 and {}:{NODE_PORT} every 2 s",
+        node1.ip(),
+        Lab::WORLD_GATEWAY,
+        node1.ip(),
+    ));
     let _fwd = node1.forward_tcp("127.0.0.1:4244", 4244)?;
     let relay = Relay::start(
         &lab,
@@ -155,6 +281,7 @@ fn main() -> Result<()> {
          \x20     {hubble} observe -f --pod demo/client\n\
          \x20     {hubble} observe --verdict policy_denied     # client1b/client2b lack an egress allow\n\
          \x20     {lumen} --socket {sock} policy get   # node1's effective policy\n\
+         \x20     {lumen} --socket {sock} service list # frontends, backends, LB-IPAM status\n\
          \x20     {hubble} status\n\
          \x20     python3 integration/clients/observe.py --server 127.0.0.1:4245 --last 5\n\
          \x20     grpcurl -plaintext -import-path schema/api/proto -proto observer/observer.proto \\\n\
