@@ -69,6 +69,18 @@ pub struct AgentConfig {
     /// Default false: the service maps stay empty.
     #[serde(default)]
     pub kube_proxy_replacement: bool,
+    /// `routingMode`: how pod traffic crosses nodes. Only `native` (routed on the underlay,
+    /// no encapsulation) is supported; default `native`.
+    #[serde(default)]
+    pub routing_mode: RoutingMode,
+    /// `autoDirectNodeRoutes`: install a route to every other node's pod CIDR via that
+    /// node's address (the nodes share an L2). Default false.
+    #[serde(default)]
+    pub auto_direct_node_routes: bool,
+    /// `ipv4NativeRoutingCIDR`: the range routed natively (pod addresses are kept inside
+    /// it). Default: none.
+    #[serde(default, rename = "ipv4NativeRoutingCIDR")]
+    pub ipv4_native_routing_cidr: Option<ipnet::Ipv4Net>,
     /// `loadBalancer.*`: how the datapath picks backends.
     #[serde(default)]
     pub load_balancer: LoadBalancerConfig,
@@ -158,6 +170,17 @@ pub struct BpfConfig {
     /// Conntrack entries. Default 262144.
     #[serde(default = "default_ct_max")]
     pub ct_max: u32,
+}
+
+/// `routingMode` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Routed on the underlay without encapsulation (the homelab's setting).
+    #[default]
+    Native,
+    /// VXLAN/Geneve encapsulation: not supported (rejected with an explanation).
+    Tunnel,
 }
 
 /// `loadBalancer.*`.
@@ -355,6 +378,15 @@ impl AgentConfig {
                 reason: format!("{:?} must be non-empty and contain no '/'", self.node_name),
             });
         }
+        if self.routing_mode == RoutingMode::Tunnel {
+            return Err(ConfigError::Invalid {
+                key: "routingMode",
+                reason: "tunnel is not supported: Lumen routes pod traffic natively; set \
+                         `routingMode: native` (and `autoDirectNodeRoutes: true` when the \
+                         nodes share an L2)"
+                    .into(),
+            });
+        }
         let rb = self.bpf.events_ring_bytes;
         if !rb.is_power_of_two() || rb < 4096 {
             return Err(ConfigError::Invalid {
@@ -490,5 +522,21 @@ mod tests {
         let e =
             AgentConfig::parse("nodeName: n1\nhubble: {tls: {clientCaFiles: []}}\n").unwrap_err();
         assert!(e.to_string().contains("clientCaFiles"), "{e}");
+    }
+
+    #[test]
+    fn native_routing_keys_use_ciliums_names() {
+        let c = AgentConfig::parse(
+            "nodeName: n1\nroutingMode: native\nautoDirectNodeRoutes: true\nipv4NativeRoutingCIDR: 10.100.0.0/16\n",
+        )
+        .unwrap();
+        assert!(c.auto_direct_node_routes);
+        assert_eq!(
+            c.ipv4_native_routing_cidr,
+            Some("10.100.0.0/16".parse().unwrap())
+        );
+        let e = AgentConfig::parse("nodeName: n1\nroutingMode: tunnel\n").unwrap_err();
+        assert!(e.to_string().contains("routingMode"), "{e}");
+        assert!(AgentConfig::parse("nodeName: n1\nroutingMode: vxlan\n").is_err());
     }
 }

@@ -21,4 +21,5 @@ pub mod peer;
 pub mod pipeline;
 pub mod policy;
 pub mod ring;
+pub mod routing;
 pub mod state;

@@ -53,6 +53,9 @@ pub struct AgentOptions {
     pub load_balancer_algorithm: Option<&'static str>,
     /// `l2announcements.enabled` (default false).
     pub l2_announcements: bool,
+    /// `autoDirectNodeRoutes` (default false: the lab's [`crate::Lab::route_pod_cidrs`]
+    /// routes instead).
+    pub auto_direct_node_routes: bool,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -81,6 +84,7 @@ impl Default for AgentOptions {
             kube_proxy_replacement: false,
             load_balancer_algorithm: None,
             l2_announcements: false,
+            auto_direct_node_routes: false,
         }
     }
 }
@@ -385,6 +389,7 @@ impl Node {
             agent_socket: self.agent_socket(),
             devices: vec!["eth0"],
             kube_proxy_replacement: options.kube_proxy_replacement,
+            auto_direct_node_routes: options.auto_direct_node_routes,
             load_balancer: LoadBalancerConfig {
                 algorithm: options.load_balancer_algorithm,
             },
@@ -506,6 +511,8 @@ struct AgentConfig<'a> {
     devices: Vec<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     kube_proxy_replacement: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    auto_direct_node_routes: bool,
     load_balancer: LoadBalancerConfig,
     l2announcements: L2Config,
     hubble: HubbleConfig<'a>,

@@ -114,6 +114,14 @@ async fn run(args: Args) -> Result<()> {
     agent.reconcile_datapath()?;
     agent.prepare_node().await;
 
+    // Native routing: other nodes' pod CIDRs via their addresses.
+    if cfg.auto_direct_node_routes {
+        tokio::spawn(lumen_dataplane::routing::run(
+            cfg.node_name.clone(),
+            state_rx.clone(),
+        ));
+    }
+
     // Keep identities, the ipcache and policy in step with the state source.
     {
         let agent = agent.clone();
