@@ -28,6 +28,7 @@
 //! Binaries are found in `$LUMEN_BIN_DIR`, else next to the running executable, else in
 //! `<workspace>/target/debug` (see [`bin_dirs`]).
 
+pub mod bench;
 pub mod browser;
 mod forward;
 pub mod hubble;

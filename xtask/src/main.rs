@@ -132,6 +132,7 @@ fn main() -> Result<()> {
             let bins = build(true)?;
             run(Command::new(bins.join("lab-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("policy-bench")).env("LUMEN_BIN_DIR", &bins))?;
+            run(Command::new(bins.join("lb-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("relay-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("ui-bench")).env("LUMEN_BIN_DIR", &bins))
         }

@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
     "iperf3",
+    // lb-bench's kube-proxy-style rules (iptables-legacy-restore; the package has both backends).
+    "iptables",
     "iputils-ping",
     "tcpdump",
     "chromium",
