@@ -36,7 +36,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lumen_abi::{
-    backend_flags, drop_reason, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, AffinityKey,
+    backend_flags, drop_reason, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, tcp, AffinityKey,
     AffinityValue, BackendKey, DropRecord, L4Addr, LbTupleKey, PacketInfo, PolicyInfo, RecordHeader, ServiceKey,
     ServiceValue, TranslationRecord, DROP_VERSION, MAGLEV_TABLE_SIZE, TRANSLATION_VERSION, xlate_point,
 };
@@ -269,20 +269,9 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo, required: u32, node_ip: &[u8
     };
     // Keys and values live in the per-CPU scratch slot rather than on the stack: the
     // caller's frame leaves this one little room under the verifier's 512-byte limit.
-    {
-        sc.skey = ServiceKey { addr: pkt.dst_ip, port: pkt.dst_port, proto: pkt.l4_proto, _pad: 0 };
-        // SAFETY: plain data copied out before any other map operation.
-        match unsafe { SERVICES.get(&sc.skey) } {
-            Some(v) => sc.svc = *v,
-            None => return Lb::None,
-        }
-    }
-    if sc.svc.flags & required != required {
-        return Lb::None;
-    }
-    if sc.svc.count == 0 {
-        return Lb::NoBackend;
-    }
+    // A TCP SYN opens a connection: whatever an earlier connection with the same
+    // addresses and ports left in `REVNAT` must not apply to this one.
+    let syn = pkt.l4_proto == proto::TCP && pkt.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
     sc.tuple = LbTupleKey {
         client_ip: pkt.src_ip,
         server_ip: pkt.dst_ip,
@@ -291,7 +280,28 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo, required: u32, node_ip: &[u8
         proto: pkt.l4_proto,
         _pad: [0; 3],
     };
-    let mut new = false;
+    {
+        sc.skey = ServiceKey { addr: pkt.dst_ip, port: pkt.dst_port, proto: pkt.l4_proto, _pad: 0 };
+        // SAFETY: plain data copied out before any other map operation.
+        match unsafe { SERVICES.get(&sc.skey) } {
+            Some(v) => sc.svc = *v,
+            None => {
+                // A direct connection (not to a service): its replies must not be
+                // rewritten by a translated connection that used the same ports before.
+                if syn {
+                    let _ = REVNAT.remove(&sc.tuple);
+                }
+                return Lb::None;
+            }
+        }
+    }
+    if sc.svc.flags & required != required {
+        return Lb::None;
+    }
+    if sc.svc.count == 0 {
+        return Lb::NoBackend;
+    }
+    let mut new = syn;
     // SAFETY: as above.
     match unsafe { LB_CT.get(&sc.tuple) } {
         Some(b) => sc.backend = *b,
@@ -301,18 +311,21 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo, required: u32, node_ip: &[u8
                 return Lb::NoBackend;
             }
             let _ = LB_CT.insert(&sc.tuple, &sc.backend, 0);
-            // The same connection after translation, for its replies.
-            sc.frontend = L4Addr { addr: pkt.dst_ip, port: pkt.dst_port, flags: 0, _pad: 0 };
-            sc.orig = sc.frontend;
-            sc.tuple.server_ip = sc.backend.addr;
-            sc.tuple.server_port = sc.backend.port;
-            let _ = REVNAT.insert(&sc.tuple, &sc.frontend, 0);
-            if sc.svc.flags & svc_flags::SNAT_REMOTE != 0
-                && sc.backend.flags & backend_flags::REMOTE != 0
-                && node_ip != &[0; 4]
-            {
-                snat(sc, node_ip);
-            }
+        }
+    }
+    if new {
+        // The same connection after translation, for its replies (rewritten on a reused
+        // tuple too: it may have been another frontend of the same backend).
+        sc.frontend = L4Addr { addr: pkt.dst_ip, port: pkt.dst_port, flags: 0, _pad: 0 };
+        sc.orig = sc.frontend;
+        sc.tuple.server_ip = sc.backend.addr;
+        sc.tuple.server_port = sc.backend.port;
+        let _ = REVNAT.insert(&sc.tuple, &sc.frontend, 0);
+        if sc.svc.flags & svc_flags::SNAT_REMOTE != 0
+            && sc.backend.flags & backend_flags::REMOTE != 0
+            && node_ip != &[0; 4]
+        {
+            snat(sc, node_ip);
         }
     }
     let backend = sc.backend;
@@ -426,6 +439,11 @@ fn snat(sc: &mut LbScratch, node_ip: &[u8; 4]) {
     addr[1] = node_ip[1];
     addr[2] = node_ip[2];
     addr[3] = node_ip[3];
+    // A retransmitted SYN keeps the port its connection already has.
+    // SAFETY: only tested for presence.
+    if unsafe { SNAT_FWD.get(&sc.tuple) }.is_some() {
+        return;
+    }
     sc.frontend = L4Addr { addr: sc.tuple.client_ip, port: sc.tuple.client_port, flags: 0, _pad: 0 };
     for _ in 0..NAT_PORT_TRIES {
         let port = (NAT_PORT_MIN + unsafe { bpf_get_prandom_u32() } % NAT_PORT_SPAN) as u16;

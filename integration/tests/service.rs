@@ -544,3 +544,37 @@ endpoints:
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_direct_connection_reusing_a_translated_ones_ports_is_not_rewritten() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-reuse");
+    policy::write(&c.lab, "web-svc.yaml", SERVICE).unwrap();
+    let a = c.web[0].0.ip().to_string();
+    policy::write(&c.lab, "web-slice.yaml", &slice(std::slice::from_ref(&a))).unwrap();
+    c.wait_connects(true);
+    c.client
+        .exec_ok("sysctl", ["-qw", "net.ipv4.tcp_tw_reuse=1"])
+        .unwrap();
+    let run = |to: &str| {
+        let out = c
+            .client
+            .exec(
+                traffic_bin().unwrap(),
+                ["tcp", "--to", to, "--src-port", "41000", "--timeout", "2s"],
+            )
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("lab-traffic JSON")
+    };
+    // Through the ClusterIP (to web-a), then straight to web-a from the same port: the
+    // second connection's replies come from web-a itself and must stay that way.
+    let via_service = run(&format!("{CLUSTER_IP}:80"));
+    assert_eq!(via_service["ok"], true, "{via_service}");
+    let direct = run(&format!("{a}:{TCP_PORT}"));
+    assert_eq!(direct["ok"], true, "{direct}");
+    // And through the service again, on the same port.
+    let again = run(&format!("{CLUSTER_IP}:80"));
+    assert_eq!(again["ok"], true, "{again}");
+}
