@@ -1,0 +1,155 @@
+//! Native routing (`routingMode: native`, `autoDirectNodeRoutes: true`): three nodes on one
+//! underlay bridge, no routes set up by the lab — the agents route every other node's pod
+//! CIDR via its address. Pods reach each other across every pair of nodes, TCP and UDP,
+//! both directions, and the receiver sees the sender's pod address. A node that leaves the
+//! state source loses its routes on the others; back, traffic resumes.
+
+mod common;
+
+use common::privileged;
+use lumen_integration::{manifest, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
+use std::time::{Duration, Instant};
+
+const TCP: u16 = 8080;
+const UDP: u16 = 5353;
+
+/// The agent's routes on `node` (`ip route show proto 201`), as "cidr via gw" lines.
+fn lumen_routes(node: &Node) -> Vec<String> {
+    node.exec_ok("ip", ["-4", "route", "show", "proto", "201"])
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tcp_ok(from: &Pod, to: &Pod) -> bool {
+    from.exec(
+        traffic_bin().unwrap(),
+        [
+            "tcp",
+            "--to",
+            &format!("{}:{TCP}", to.ip()),
+            "--timeout",
+            "1s",
+        ],
+    )
+    .is_ok_and(|o| o.status.success())
+}
+
+fn udp_ok(from: &Pod, to: &Pod) -> bool {
+    from.exec(
+        traffic_bin().unwrap(),
+        [
+            "udp",
+            "--to",
+            &format!("{}:{UDP}", to.ip()),
+            "--count",
+            "3",
+            "--timeout",
+            "500ms",
+        ],
+    )
+    .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn agents_route_pod_cidrs_between_three_nodes() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new("route3").expect("lab");
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| lab.add_node(&format!("node{i}")).expect("node"))
+        .collect();
+    for n in &nodes {
+        n.start_agent(AgentOptions {
+            auto_direct_node_routes: true,
+            ..Default::default()
+        })
+        .expect("agent");
+    }
+    let mut pods: Vec<(Pod, Spawned)> = vec![];
+    for n in &nodes {
+        let pod = n
+            .add_pod("demo", &format!("p-{}", n.name()), &[("app", "p")])
+            .expect("pod");
+        let mut s = pod
+            .spawn(
+                traffic_bin().unwrap(),
+                [
+                    "serve",
+                    "--tcp",
+                    &TCP.to_string(),
+                    "--udp",
+                    &UDP.to_string(),
+                ],
+            )
+            .expect("serve");
+        s.wait_for_output("listening", Duration::from_secs(5))
+            .expect("listening");
+        pods.push((pod, s));
+    }
+    // Each node routes the other two nodes' pod CIDRs via their addresses.
+    for n in &nodes {
+        let mut want: Vec<String> = nodes
+            .iter()
+            .filter(|m| m.name() != n.name())
+            .map(|m| format!("{} via {}", m.pod_cidr(), m.ip()))
+            .collect();
+        want.sort();
+        wait_until(&format!("routes on {}", n.name()), || {
+            let mut have = lumen_routes(n);
+            have.sort();
+            have == want
+        });
+    }
+    // Every ordered pair, TCP and UDP; the receiver sees the sender's pod address.
+    for (i, (a, _)) in pods.iter().enumerate() {
+        for (j, (b, server)) in pods.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            assert!(tcp_ok(a, b), "TCP {} → {}", a.name(), b.name());
+            assert!(udp_ok(a, b), "UDP {} → {}", a.name(), b.name());
+            let peer = format!("\"peer\":\"{}:", a.ip());
+            wait_until(&format!("{} logs {}'s address", b.name(), a.name()), || {
+                server.log().contains(&peer)
+            });
+        }
+    }
+
+    // node3 leaves the state source: the others drop its route; back: traffic resumes.
+    let node3 = &nodes[2];
+    let file = lab.manifests_dir().join(manifest::node_file(node3.name()));
+    let saved = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    for n in &nodes[..2] {
+        wait_until(&format!("node3's route gone from {}", n.name()), || {
+            !lumen_routes(n)
+                .iter()
+                .any(|r| r.starts_with(node3.pod_cidr()))
+        });
+    }
+    assert!(
+        !tcp_ok(&pods[0].0, &pods[2].0),
+        "no route to node3's pods any more"
+    );
+    let tmp = lab.manifests_dir().join(".node3.tmp");
+    std::fs::write(&tmp, saved).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    wait_until("traffic to node3 resumes", || {
+        tcp_ok(&pods[0].0, &pods[2].0)
+    });
+    assert!(tcp_ok(&pods[2].0, &pods[1].0));
+}
