@@ -47,6 +47,9 @@ pub enum AgentError {
     /// Preparing the node failed.
     #[error(transparent)]
     NodeSetup(#[from] node_setup::NodeSetupError),
+    /// Claiming this node's block of the cluster pool failed.
+    #[error("cluster-pool IPAM: {0}")]
+    PodCidr(#[from] crate::podcidr::PodCidrError),
 }
 
 /// What the last regeneration produced, for the admin CLI.
@@ -321,21 +324,39 @@ impl Agent {
     async fn ipam(&self) -> Result<tokio::sync::MutexGuard<'_, Option<IpamState>>, AgentError> {
         let mut guard = self.ipam.lock().await;
         if guard.is_none() {
-            let cidr = self
-                .state
-                .borrow()
-                .nodes
-                .get(&self.cfg.node_name)
-                .and_then(|n| {
-                    n.pod_cidrs
-                        .iter()
-                        .find(|c| matches!(c, ipnet::IpNet::V4(_)))
-                        .copied()
+            let cidr = if self.cfg.ipam.mode == crate::config::IpamMode::ClusterPool {
+                let op = &self.cfg.ipam.operator;
+                let (dir, me) = (self.cfg.manifests_dir.clone(), self.cfg.node_name.clone());
+                let (pools, mask) = (
+                    op.cluster_pool_ipv4_pod_cidr_list.clone(),
+                    op.cluster_pool_ipv4_mask_size,
+                );
+                let claimed = tokio::task::spawn_blocking(move || {
+                    crate::podcidr::claim(&dir, &me, &pools, mask)
                 })
-                .ok_or_else(|| AgentError::NoPodCidr {
-                    node: self.cfg.node_name.clone(),
-                    dir: self.cfg.manifests_dir.display().to_string(),
-                })?;
+                .await
+                .expect("pod CIDR claim task")?;
+                // The other agents (and this one's routes) learn it from the state source.
+                if let Some(r) = &self.refresher {
+                    r.refresh().await;
+                }
+                ipnet::IpNet::V4(claimed)
+            } else {
+                self.state
+                    .borrow()
+                    .nodes
+                    .get(&self.cfg.node_name)
+                    .and_then(|n| {
+                        n.pod_cidrs
+                            .iter()
+                            .find(|c| matches!(c, ipnet::IpNet::V4(_)))
+                            .copied()
+                    })
+                    .ok_or_else(|| AgentError::NoPodCidr {
+                        node: self.cfg.node_name.clone(),
+                        dir: self.cfg.manifests_dir.display().to_string(),
+                    })?
+            };
             let gateway = router_ip(&cidr);
             node_setup::ensure(gateway).await?;
             self.host_ips.write().push(gateway);

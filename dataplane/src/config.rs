@@ -81,6 +81,9 @@ pub struct AgentConfig {
     /// it). Default: none.
     #[serde(default, rename = "ipv4NativeRoutingCIDR")]
     pub ipv4_native_routing_cidr: Option<ipnet::Ipv4Net>,
+    /// `ipam.*`: where this node's pod CIDR comes from.
+    #[serde(default)]
+    pub ipam: IpamConfig,
     /// `loadBalancer.*`: how the datapath picks backends.
     #[serde(default)]
     pub load_balancer: LoadBalancerConfig,
@@ -170,6 +173,81 @@ pub struct BpfConfig {
     /// Conntrack entries. Default 262144.
     #[serde(default = "default_ct_max")]
     pub ct_max: u32,
+}
+
+/// `ipam.*`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpamConfig {
+    /// `kubernetes` (the Node object's `spec.podCIDR`, the default here) or `cluster-pool`
+    /// (claimed from `operator.clusterPoolIPv4PodCIDRList`, recorded as a CiliumNode).
+    #[serde(default)]
+    pub mode: IpamMode,
+    /// `ipam.operator.*`: the cluster pool.
+    #[serde(default)]
+    pub operator: IpamOperatorConfig,
+}
+
+/// `ipam.mode` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpamMode {
+    /// The pod CIDR in the Node object.
+    #[default]
+    Kubernetes,
+    /// A block of the cluster pool, claimed by the agent.
+    ClusterPool,
+}
+
+/// `ipam.operator.*`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IpamOperatorConfig {
+    /// `clusterPoolIPv4PodCIDRList`: ranges to carve node blocks from (a list, or one
+    /// string with comma-separated ranges, as the Helm chart accepts). Default: none.
+    #[serde(
+        default,
+        rename = "clusterPoolIPv4PodCIDRList",
+        deserialize_with = "cidr_list"
+    )]
+    pub cluster_pool_ipv4_pod_cidr_list: Vec<ipnet::Ipv4Net>,
+    /// `clusterPoolIPv4MaskSize`: the size of each node's block. Default 24.
+    #[serde(default = "default_mask_size", rename = "clusterPoolIPv4MaskSize")]
+    pub cluster_pool_ipv4_mask_size: u8,
+}
+
+impl Default for IpamOperatorConfig {
+    fn default() -> Self {
+        IpamOperatorConfig {
+            cluster_pool_ipv4_pod_cidr_list: vec![],
+            cluster_pool_ipv4_mask_size: default_mask_size(),
+        }
+    }
+}
+
+fn default_mask_size() -> u8 {
+    24
+}
+
+fn cidr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::Ipv4Net>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an IPv4 CIDR: {e}")))
+        })
+        .collect()
 }
 
 /// `routingMode` values.
@@ -387,6 +465,19 @@ impl AgentConfig {
                     .into(),
             });
         }
+        if self.ipam.mode == IpamMode::ClusterPool
+            && self
+                .ipam
+                .operator
+                .cluster_pool_ipv4_pod_cidr_list
+                .is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                key: "ipam.operator.clusterPoolIPv4PodCIDRList",
+                reason: "ipam.mode cluster-pool needs at least one range, e.g. 10.100.0.0/16"
+                    .into(),
+            });
+        }
         let rb = self.bpf.events_ring_bytes;
         if !rb.is_power_of_two() || rb < 4096 {
             return Err(ConfigError::Invalid {
@@ -538,5 +629,31 @@ mod tests {
         let e = AgentConfig::parse("nodeName: n1\nroutingMode: tunnel\n").unwrap_err();
         assert!(e.to_string().contains("routingMode"), "{e}");
         assert!(AgentConfig::parse("nodeName: n1\nroutingMode: vxlan\n").is_err());
+    }
+
+    #[test]
+    fn cluster_pool_takes_the_seeds_string_or_a_list() {
+        let c = AgentConfig::parse(
+            "nodeName: n1\nipam:\n  mode: cluster-pool\n  operator:\n    clusterPoolIPv4PodCIDRList: \"10.100.0.0/16\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.ipam.mode, IpamMode::ClusterPool);
+        assert_eq!(
+            c.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
+            vec!["10.100.0.0/16".parse::<ipnet::Ipv4Net>().unwrap()]
+        );
+        assert_eq!(c.ipam.operator.cluster_pool_ipv4_mask_size, 24);
+        let c = AgentConfig::parse(
+            "nodeName: n1\nipam: {operator: {clusterPoolIPv4PodCIDRList: [10.1.0.0/16, 10.2.0.0/16], clusterPoolIPv4MaskSize: 26}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.ipam.operator.cluster_pool_ipv4_pod_cidr_list.len(), 2);
+        let e = AgentConfig::parse("nodeName: n1\nipam: {mode: cluster-pool}\n").unwrap_err();
+        assert!(e.to_string().contains("clusterPoolIPv4PodCIDRList"), "{e}");
+        let e = AgentConfig::parse(
+            "nodeName: n1\nipam: {operator: {clusterPoolIPv4PodCIDRList: nonsense}}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nonsense"), "{e}");
     }
 }

@@ -16,14 +16,17 @@
 //! LB-IPAM is dormant until the first pool appears (like Cilium's); once pools are gone it
 //! still runs while status files remain, to clear them.
 
-use crate::state::{manifests::ManifestDir, ClusterState};
+use crate::state::{
+    lock::{write_atomic, FileLock},
+    manifests::ManifestDir,
+    ClusterState,
+};
 use lumen_lb::{
     allocate, is_lbipam_managed, ConditionReason, IpPool, IpamResult, Service, ServiceName,
 };
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
@@ -365,30 +368,6 @@ pub fn inputs(state: &ClusterState) -> (Vec<IpPool>, Vec<Service>) {
     (pools, services)
 }
 
-/// An exclusive `flock` on a file, released when dropped (with the file).
-struct Lock {
-    _file: std::fs::File,
-}
-
-impl Lock {
-    fn take(path: &Path) -> Result<Lock, LbIpamError> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io(path))?;
-        // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(LbIpamError::Io {
-                path: path.into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Lock { _file: f })
-    }
-}
-
 /// What one [`reconcile`] did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -413,7 +392,8 @@ pub fn reconcile(manifests_dir: &Path, state: &ClusterState) -> Result<Outcome, 
         return Ok(Outcome::default());
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let _lock = Lock::take(&dir.join(".lock"))?;
+    let lock_path = dir.join(".lock");
+    let _lock = FileLock::exclusive(&lock_path).map_err(io(&lock_path))?;
     // Everything from here on reads what the previous holder of the lock left.
     let mut src = ManifestDir::new(manifests_dir);
     src.rescan();
@@ -426,9 +406,7 @@ pub fn reconcile(manifests_dir: &Path, state: &ClusterState) -> Result<Outcome, 
         match c {
             FileChange::Write { name, text } => {
                 let path = dir.join(name);
-                let tmp = dir.join(format!(".{name}.tmp"));
-                std::fs::write(&tmp, text).map_err(io(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(io(&path))?;
+                write_atomic(&path, text).map_err(io(&path))?;
                 out.written += 1;
             }
             FileChange::Remove { name } => {

@@ -19,6 +19,7 @@ pub mod node_setup;
 pub mod observer;
 pub mod peer;
 pub mod pipeline;
+pub mod podcidr;
 pub mod policy;
 pub mod ring;
 pub mod routing;

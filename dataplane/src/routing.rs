@@ -82,7 +82,11 @@ pub fn diff(
             .filter(|(c, g)| have.get(c) != Some(g))
             .map(|(c, g)| (*c, *g))
             .collect(),
-        removed: have.keys().filter(|c| !want.contains_key(c)).copied().collect(),
+        removed: have
+            .keys()
+            .filter(|c| !want.contains_key(c))
+            .copied()
+            .collect(),
     }
 }
 
@@ -175,7 +179,9 @@ pub async fn run(
                     tracing::warn!(error = %e, "node route not installed; retried on the next change");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "syncing node routes failed; retried on the next change"),
+            Err(e) => {
+                tracing::error!(error = %e, "syncing node routes failed; retried on the next change")
+            }
         }
         if state.changed().await.is_err() {
             return;
@@ -214,8 +220,11 @@ spec: {podCIDR: 10.100.3.0/24}
             ClusterState::from_objects(parse_objects(Path::new("n.yaml"), NODES).unwrap());
         assert!(problems.is_empty(), "{problems:?}");
         let want = desired_routes(&state, "n1");
-        let expect: BTreeMap<Ipv4Net, Ipv4Addr> =
-            [("10.100.2.0/24".parse().unwrap(), Ipv4Addr::new(192, 168, 77, 2))].into();
+        let expect: BTreeMap<Ipv4Net, Ipv4Addr> = [(
+            "10.100.2.0/24".parse().unwrap(),
+            Ipv4Addr::new(192, 168, 77, 2),
+        )]
+        .into();
         // n3 has no address: nothing to route it through.
         assert_eq!(want, expect);
     }

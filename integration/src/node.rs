@@ -56,6 +56,9 @@ pub struct AgentOptions {
     /// `autoDirectNodeRoutes` (default false: the lab's [`crate::Lab::route_pod_cidrs`]
     /// routes instead).
     pub auto_direct_node_routes: bool,
+    /// `ipam.mode: cluster-pool` with this `clusterPoolIPv4PodCIDRList` (default: none,
+    /// the Node object's pod CIDR).
+    pub cluster_pool: Option<&'static str>,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -85,6 +88,7 @@ impl Default for AgentOptions {
             load_balancer_algorithm: None,
             l2_announcements: false,
             auto_direct_node_routes: false,
+            cluster_pool: None,
         }
     }
 }
@@ -390,6 +394,12 @@ impl Node {
             devices: vec!["eth0"],
             kube_proxy_replacement: options.kube_proxy_replacement,
             auto_direct_node_routes: options.auto_direct_node_routes,
+            ipam: options.cluster_pool.map(|pool| IpamConfig {
+                mode: "cluster-pool",
+                operator: IpamOperator {
+                    cluster_pool: vec![pool],
+                },
+            }),
             load_balancer: LoadBalancerConfig {
                 algorithm: options.load_balancer_algorithm,
             },
@@ -513,10 +523,24 @@ struct AgentConfig<'a> {
     kube_proxy_replacement: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     auto_direct_node_routes: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipam: Option<IpamConfig>,
     load_balancer: LoadBalancerConfig,
     l2announcements: L2Config,
     hubble: HubbleConfig<'a>,
     bpf: BpfConfig,
+}
+
+#[derive(Serialize)]
+struct IpamConfig {
+    mode: &'static str,
+    operator: IpamOperator,
+}
+
+#[derive(Serialize)]
+struct IpamOperator {
+    #[serde(rename = "clusterPoolIPv4PodCIDRList")]
+    cluster_pool: Vec<&'static str>,
 }
 
 #[derive(Serialize)]

@@ -153,3 +153,76 @@ fn agents_route_pod_cidrs_between_three_nodes() {
     });
     assert!(tcp_ok(&pods[2].0, &pods[1].0));
 }
+
+#[test]
+fn cluster_pool_ipam_gives_each_node_a_stable_block() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new("pool3").expect("lab");
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| lab.add_node(&format!("node{i}")).expect("node"))
+        .collect();
+    let options = || AgentOptions {
+        auto_direct_node_routes: true,
+        cluster_pool: Some("10.200.0.0/16"),
+        ..Default::default()
+    };
+    for n in &nodes {
+        n.start_agent(options()).expect("agent");
+    }
+    let mut pods = vec![];
+    for n in &nodes {
+        let pod = n
+            .add_pod("demo", &format!("p-{}", n.name()), &[("app", "p")])
+            .expect("pod");
+        let mut s = pod
+            .spawn(traffic_bin().unwrap(), ["serve", "--tcp", &TCP.to_string()])
+            .expect("serve");
+        s.wait_for_output("listening", Duration::from_secs(5))
+            .expect("listening");
+        pods.push((pod, s));
+    }
+    // Each node's pods come from its own /24 of the pool (not the Node object's CIDR),
+    // and every node's block is recorded as a CiliumNode.
+    let block = |ip: std::net::IpAddr| {
+        let std::net::IpAddr::V4(v4) = ip else {
+            panic!("{ip}")
+        };
+        let o = v4.octets();
+        assert_eq!((o[0], o[1]), (10, 200), "{ip} is from the pool");
+        o[2]
+    };
+    let blocks: Vec<u8> = pods.iter().map(|(p, _)| block(p.ip())).collect();
+    let mut distinct = blocks.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one block per node: {blocks:?}");
+    for (n, b) in nodes.iter().zip(&blocks) {
+        let record = std::fs::read_to_string(
+            lab.manifests_dir()
+                .join("status")
+                .join(format!("ciliumnode.{}.yaml", n.name())),
+        )
+        .expect("CiliumNode record");
+        assert!(record.contains(&format!("10.200.{b}.0/24")), "{record}");
+    }
+    // Routed natively between the blocks.
+    for (i, (a, _)) in pods.iter().enumerate() {
+        for (j, (b, _)) in pods.iter().enumerate() {
+            if i != j {
+                wait_until(&format!("{} → {}", a.name(), b.name()), || tcp_ok(a, b));
+            }
+        }
+    }
+    // A restarted agent keeps its block: a new pod on node1 lands in the same one.
+    nodes[0].restart_agent().expect("restart");
+    let again = nodes[0]
+        .add_pod("demo", "p-again", &[("app", "p")])
+        .expect("pod after restart");
+    assert_eq!(
+        block(again.ip()),
+        blocks[0],
+        "the block survived the restart"
+    );
+}

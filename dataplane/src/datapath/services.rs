@@ -104,7 +104,10 @@ pub fn node_frontends(state: &ClusterState, node_name: &str) -> (Vec<Frontend>, 
     let out = services
         .iter()
         .flat_map(|svc| {
-            let own = by_service.get(&svc.name()).map(Vec::as_slice).unwrap_or(&[]);
+            let own = by_service
+                .get(&svc.name())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             frontends(svc, own, node_name, &node_ips)
         })
         .collect();

@@ -179,22 +179,30 @@ impl ManifestDir {
             .files
             .iter()
             .partition(|(p, _)| p.parent() == Some(status_dir.as_path()));
-        let statuses: BTreeMap<ObjectKey, Object> = status
+        // Agent-owned records (a node's CiliumNode with its claimed pod CIDR) are objects
+        // of their own; everything else in status/ only carries another object's status.
+        let (records, status): (Vec<Object>, Vec<Object>) = status
             .into_iter()
-            .flat_map(|(_, (_, _, o))| o.iter().map(|o| (o.key(), o.clone())))
-            .collect();
+            .flat_map(|(_, (_, _, o))| o.iter().cloned())
+            .partition(|o| OWN_KINDS.contains(&o.kind.as_str()));
+        let statuses: BTreeMap<ObjectKey, Object> =
+            status.into_iter().map(|o| (o.key(), o)).collect();
         let objects = spec
             .into_iter()
             .flat_map(|(_, (_, _, o))| o.iter().cloned())
             .map(|o| match statuses.get(&o.key()) {
                 Some(s) => with_status(o, &s.status),
                 None => o,
-            });
+            })
+            .chain(records);
         let (mut st, problems) = ClusterState::from_objects(objects);
         st.source_errors = self.errors.values().cloned().collect();
         (st, problems)
     }
 }
+
+/// Kinds the agents write whole into the status directory (not status overlays).
+const OWN_KINDS: &[&str] = &["CiliumNode"];
 
 /// The subdirectory of the manifests directory that holds status objects.
 pub const STATUS_DIR: &str = "status";

@@ -2,6 +2,7 @@
 //! network policies), whatever delivers them. Today a watched directory of manifests
 //! ([`manifests`]); later a Kubernetes watcher feeds the same [`ClusterState`].
 
+pub mod lock;
 pub mod manifests;
 mod objects;
 
@@ -55,6 +56,23 @@ impl ClusterState {
                 _ => {}
             }
             st.objects.insert(key, obj);
+        }
+        // Cluster-pool IPAM records a node's pod CIDRs in its CiliumNode, which then
+        // takes precedence over the Node's spec (as in Cilium).
+        for (key, obj) in &st.objects {
+            if key.kind != "CiliumNode" {
+                continue;
+            }
+            let cidrs: Vec<ipnet::IpNet> = obj
+                .raw
+                .as_ref()
+                .and_then(|r| r.get("spec")?.get("ipam")?.get("podCIDRs"))
+                .and_then(|v| v.as_sequence())
+                .map(|a| a.iter().filter_map(|c| c.as_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            if let (Some(node), false) = (st.nodes.get_mut(&obj.metadata.name), cidrs.is_empty()) {
+                node.pod_cidrs = cidrs;
+            }
         }
         (st, problems)
     }
