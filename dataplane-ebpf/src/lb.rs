@@ -36,7 +36,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lumen_abi::{
-    backend_flags, drop_reason, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, tcp, AffinityKey,
+    backend_flags, cfg_flags, drop_reason, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, tcp, AffinityKey,
     AffinityValue, BackendKey, DropRecord, L4Addr, LbTupleKey, PacketInfo, PolicyInfo, RecordHeader, ServiceKey,
     ServiceValue, TranslationRecord, DROP_VERSION, MAGLEV_TABLE_SIZE, TRANSLATION_VERSION, xlate_point,
 };
@@ -86,6 +86,45 @@ pub enum Lb {
     NewConnection,
     /// The destination is a frontend without backends: drop ([`report_no_backend`]).
     NoBackend,
+}
+
+/// The address-translation part of the datapath configuration.
+#[derive(Clone, Copy)]
+pub struct Nat {
+    /// This node's uplink address (zero: unknown).
+    pub node_ipv4: [u8; 4],
+    /// `ipv4NativeRoutingCIDR` and its prefix length (0: none).
+    pub native_cidr: [u8; 4],
+    /// Prefix length of `native_cidr`.
+    pub native_prefix: u8,
+    /// `cfg_flags`.
+    pub flags: u8,
+}
+
+impl Nat {
+    /// Nothing configured: no source NAT, no masquerading.
+    pub const NONE: Nat = Nat { node_ipv4: [0; 4], native_cidr: [0; 4], native_prefix: 0, flags: 0 };
+
+    /// Whether IPv4 `addr` is inside the native routing CIDR.
+    #[inline(always)]
+    fn native(&self, addr: &[u8; 16]) -> bool {
+        if self.native_prefix == 0 || self.native_prefix > 32 {
+            return false;
+        }
+        let mask = u32::MAX << (32 - self.native_prefix as u32);
+        let a = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        a & mask == u32::from_be_bytes(self.native_cidr) & mask
+    }
+
+    /// Whether a packet from `src` to `dst` leaving on the uplink is masqueraded: a pod
+    /// (inside the native CIDR) talking to an address outside it.
+    #[inline(always)]
+    fn masquerades(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        self.flags & cfg_flags::MASQUERADE != 0
+            && self.node_ipv4 != [0; 4]
+            && self.native(src)
+            && !self.native(dst)
+    }
 }
 
 /// Whether `pkt` is something this module translates at all.
@@ -149,10 +188,11 @@ pub fn from_network(ctx: &TcContext, pkt: &mut PacketInfo, node_ip: &[u8; 4]) ->
     translate(ctx, pkt, svc_flags::EXTERNAL, node_ip)
 }
 
-/// Packets leaving on the uplink: source NAT of connections to remote backends, and the
-/// frontend as the source of replies to outside clients.
+/// Packets leaving on the uplink: source NAT of connections to remote backends, the
+/// frontend as the source of replies to outside clients, and masquerading (`bpf.masquerade`)
+/// of pod traffic leaving the native routing CIDR.
 #[inline(never)]
-pub fn to_network(ctx: &TcContext, pkt: &mut PacketInfo) -> Lb {
+pub fn to_network(ctx: &TcContext, pkt: &mut PacketInfo, nat: &Nat) -> Lb {
     if !eligible(pkt) {
         return Lb::None;
     }
@@ -176,14 +216,38 @@ pub fn to_network(ctx: &TcContext, pkt: &mut PacketInfo) -> Lb {
         pkt.src_port = nat.port;
         return Lb::Translated;
     }
-    match reverse(ctx, pkt) {
-        Some(fe) => {
-            pkt.src_ip = fe.addr;
-            pkt.src_port = fe.port;
-            Lb::Translated
-        }
-        None => Lb::None,
+    if let Some(fe) = reverse(ctx, pkt) {
+        pkt.src_ip = fe.addr;
+        pkt.src_port = fe.port;
+        return Lb::Translated;
     }
+    if !nat.masquerades(&pkt.src_ip, &pkt.dst_ip) {
+        return Lb::None;
+    }
+    // A new masqueraded connection: a port on the node's address, found again by the
+    // forward lookup above from now on, and by `from_network` for the replies.
+    let Some(sc) = scratch() else {
+        return Lb::None;
+    };
+    sc.tuple = LbTupleKey {
+        client_ip: pkt.src_ip,
+        server_ip: pkt.dst_ip,
+        client_port: pkt.src_port,
+        server_port: pkt.dst_port,
+        proto: pkt.l4_proto,
+        _pad: [0; 3],
+    };
+    snat(sc, &nat.node_ipv4);
+    // SAFETY: plain data copied out before any other map operation.
+    let Some(out) = (unsafe { SNAT_FWD.get(&sc.tuple) }).copied() else {
+        return Lb::None;
+    };
+    if rewrite(ctx, pkt.l4_proto, IP_SRC_OFF, SRC_PORT, &pkt.src_ip, pkt.src_port, &out).is_err() {
+        return Lb::None;
+    }
+    pkt.src_ip = out.addr;
+    pkt.src_port = out.port;
+    Lb::Translated
 }
 
 /// Packets entering a pod: a reply from a backend gets the frontend back as its source.

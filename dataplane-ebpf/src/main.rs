@@ -140,7 +140,13 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
     if parse::packet(ctx, &mut pkt).is_err() {
         flags |= hdr_flags::TRUNCATED;
     }
-    let node_ipv4 = CONFIG.get(0).map(|c| c.node_ipv4).unwrap_or([0; 4]);
+    let nat = CONFIG.get(0).map(|c| lb::Nat {
+        node_ipv4: c.node_ipv4,
+        native_cidr: c.native_cidr,
+        native_prefix: c.native_prefix,
+        flags: c.flags,
+    });
+    let nat = nat.unwrap_or(lb::Nat::NONE);
     // Before policy and conntrack, so both see the backend.
     let translated = match point {
         obs::FROM_ENDPOINT => lb::from_endpoint(ctx, &mut pkt),
@@ -151,9 +157,9 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
                     return action;
                 }
             }
-            lb::from_network(ctx, &mut pkt, &node_ipv4)
+            lb::from_network(ctx, &mut pkt, &nat.node_ipv4)
         }
-        obs::TO_NETWORK => lb::to_network(ctx, &mut pkt),
+        obs::TO_NETWORK => lb::to_network(ctx, &mut pkt, &nat),
         _ => lb::Lb::None,
     };
     match translated {
@@ -199,6 +205,10 @@ fn try_observe(ctx: &TcContext, point: u8, pkt: &PacketInfo, flags: u8) -> Resul
         aggregation: aggregation::MEDIUM,
         node_ipv4: [0; 4],
         aggregation_interval_ns: 5_000_000_000,
+        native_cidr: [0; 4],
+        native_prefix: 0,
+        flags: 0,
+        _pad: [0; 2],
     });
 
     let hdr = |kind: u8, version: u8, len: usize, flags: u8| RecordHeader {

@@ -173,6 +173,11 @@ pub struct BpfConfig {
     /// Conntrack entries. Default 262144.
     #[serde(default = "default_ct_max")]
     pub ct_max: u32,
+    /// `bpf.masquerade`: TCP/UDP from pods to addresses outside `ipv4NativeRoutingCIDR`
+    /// leaves with the node's address. Default false (the homelab's setting: pod addresses
+    /// are routed as they are).
+    #[serde(default)]
+    pub masquerade: bool,
 }
 
 /// `ipam.*`.
@@ -419,6 +424,7 @@ impl Default for BpfConfig {
             monitor_interval: default_monitor_interval(),
             events_ring_bytes: default_ring_bytes(),
             ct_max: default_ct_max(),
+            masquerade: false,
         }
     }
 }
@@ -462,6 +468,14 @@ impl AgentConfig {
                 reason: "tunnel is not supported: Lumen routes pod traffic natively; set \
                          `routingMode: native` (and `autoDirectNodeRoutes: true` when the \
                          nodes share an L2)"
+                    .into(),
+            });
+        }
+        if self.bpf.masquerade && self.ipv4_native_routing_cidr.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "bpf.masquerade",
+                reason: "masquerading needs ipv4NativeRoutingCIDR (the range whose traffic keeps \
+                         pod addresses), e.g. 10.100.0.0/16"
                     .into(),
             });
         }

@@ -59,6 +59,10 @@ pub struct AgentOptions {
     /// `ipam.mode: cluster-pool` with this `clusterPoolIPv4PodCIDRList` (default: none,
     /// the Node object's pod CIDR).
     pub cluster_pool: Option<&'static str>,
+    /// `ipv4NativeRoutingCIDR` (default: none).
+    pub native_routing_cidr: Option<&'static str>,
+    /// `bpf.masquerade` (default false; needs `native_routing_cidr`).
+    pub masquerade: bool,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -89,6 +93,8 @@ impl Default for AgentOptions {
             l2_announcements: false,
             auto_direct_node_routes: false,
             cluster_pool: None,
+            native_routing_cidr: None,
+            masquerade: false,
         }
     }
 }
@@ -394,6 +400,7 @@ impl Node {
             devices: vec!["eth0"],
             kube_proxy_replacement: options.kube_proxy_replacement,
             auto_direct_node_routes: options.auto_direct_node_routes,
+            ipv4_native_routing_cidr: options.native_routing_cidr,
             ipam: options.cluster_pool.map(|pool| IpamConfig {
                 mode: "cluster-pool",
                 operator: IpamOperator {
@@ -419,6 +426,7 @@ impl Node {
                 monitor_aggregation: options.monitor_aggregation,
                 monitor_interval: humantime::format_duration(options.monitor_interval).to_string(),
                 events_ring_bytes: options.events_ring_bytes,
+                masquerade: options.masquerade,
             },
         };
         Ok(serde_yaml::to_string(&config)?)
@@ -525,6 +533,11 @@ struct AgentConfig<'a> {
     auto_direct_node_routes: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     ipam: Option<IpamConfig>,
+    #[serde(
+        rename = "ipv4NativeRoutingCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
+    ipv4_native_routing_cidr: Option<&'static str>,
     load_balancer: LoadBalancerConfig,
     l2announcements: L2Config,
     hubble: HubbleConfig<'a>,
@@ -583,6 +596,8 @@ struct BpfConfig {
     monitor_interval: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     events_ring_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    masquerade: bool,
 }
 
 #[cfg(test)]

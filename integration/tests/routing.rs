@@ -226,3 +226,85 @@ fn cluster_pool_ipam_gives_each_node_a_stable_block() {
         "the block survived the restart"
     );
 }
+
+#[test]
+fn masquerading_applies_only_outside_the_native_routing_cidr_when_enabled() {
+    if !privileged() {
+        return;
+    }
+    let world: std::net::Ipv4Addr = "198.51.100.10".parse().unwrap();
+    let lab = Lab::new("masq").expect("lab");
+    let node1 = lab.add_node("node1").expect("node1");
+    let node2 = lab.add_node("node2").expect("node2");
+    lab.add_world(&[world]).expect("world");
+    // node1 masquerades (bpf.masquerade), node2 routes pod addresses as they are (the
+    // homelab's setting).
+    for (n, masquerade) in [(&node1, true), (&node2, false)] {
+        n.start_agent(AgentOptions {
+            auto_direct_node_routes: true,
+            native_routing_cidr: Some("10.100.0.0/16"),
+            masquerade,
+            ..Default::default()
+        })
+        .expect("agent");
+    }
+    let mut server = lab
+        .spawn_in_underlay(
+            traffic_bin().unwrap(),
+            [
+                "serve",
+                "--tcp",
+                &TCP.to_string(),
+                "--bind",
+                &world.to_string(),
+            ],
+        )
+        .expect("world server");
+    server
+        .wait_for_output("listening", Duration::from_secs(5))
+        .expect("listening");
+    let p1 = node1.add_pod("demo", "p1", &[("app", "p")]).expect("p1");
+    let p2 = node2.add_pod("demo", "p2", &[("app", "p")]).expect("p2");
+    let mut echo = p2
+        .spawn(traffic_bin().unwrap(), ["serve", "--tcp", &TCP.to_string()])
+        .expect("serve");
+    echo.wait_for_output("listening", Duration::from_secs(5))
+        .expect("listening");
+    let to_world = |p: &Pod| {
+        p.exec(
+            traffic_bin().unwrap(),
+            [
+                "tcp",
+                "--to",
+                &format!("{world}:{TCP}"),
+                "--connections",
+                "3",
+                "--timeout",
+                "2s",
+            ],
+        )
+        .is_ok_and(|o| o.status.success())
+    };
+    assert!(to_world(&p1), "p1 reaches the world (masqueraded)");
+    assert!(to_world(&p2), "p2 reaches the world (routed)");
+    let peers = |ip: String| {
+        let needle = format!("\"peer\":\"{ip}:");
+        move |log: &str| log.matches(&needle).count()
+    };
+    wait_until("the world sees node1's address for p1", || {
+        peers(node1.ip().to_string())(&server.log()) >= 3
+    });
+    wait_until("the world sees p2's own address", || {
+        peers(p2.ip().to_string())(&server.log()) >= 3
+    });
+    assert_eq!(
+        peers(p1.ip().to_string())(&server.log()),
+        0,
+        "p1's address never leaves node1"
+    );
+    // Inside the native routing CIDR nothing is masqueraded, even on node1.
+    assert!(tcp_ok(&p1, &p2));
+    wait_until("p2 sees p1's own address", || {
+        echo.log().contains(&format!("\"peer\":\"{}:", p1.ip()))
+    });
+}

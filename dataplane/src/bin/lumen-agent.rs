@@ -93,7 +93,11 @@ async fn run(args: Args) -> Result<()> {
         std::net::IpAddr::V4(v4) => Some(*v4),
         std::net::IpAddr::V6(_) => None,
     });
-    datapath.set_node_address(node_ipv4)?;
+    datapath.set_nat(&lumen_dataplane::datapath::NatSettings {
+        node_ipv4,
+        native_cidr: cfg.ipv4_native_routing_cidr,
+        masquerade: cfg.bpf.masquerade,
+    })?;
     let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;
     let lost = reader::LostCounters::new(datapath.take_lost()?);

@@ -15,7 +15,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use lumen_abi::{aggregation, maps, programs, DatapathConfig};
+use lumen_abi::{aggregation, cfg_flags, maps, programs, DatapathConfig};
 use std::{
     io,
     path::{Path, PathBuf},
@@ -26,6 +26,17 @@ use crate::config::MonitorAggregation;
 
 /// bpffs' magic number in `statfs.f_type`.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The datapath's address-translation settings.
+#[derive(Debug, Clone, Default)]
+pub struct NatSettings {
+    /// This node's uplink address: the source of source-NATed and masqueraded traffic.
+    pub node_ipv4: Option<std::net::Ipv4Addr>,
+    /// `ipv4NativeRoutingCIDR`.
+    pub native_cidr: Option<ipnet::Ipv4Net>,
+    /// `bpf.masquerade`.
+    pub masquerade: bool,
+}
 
 /// Errors of the datapath boundary.
 #[derive(Debug, thiserror::Error)]
@@ -247,12 +258,8 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// Writes this node's uplink IPv4 address into the datapath configuration: the
-    /// source address of service connections it source-NATs (`None`: no source NAT).
-    pub fn set_node_address(
-        &mut self,
-        ip: Option<std::net::Ipv4Addr>,
-    ) -> Result<(), DatapathError> {
+    /// Writes the address-translation settings into the datapath configuration.
+    pub fn set_nat(&mut self, nat: &NatSettings) -> Result<(), DatapathError> {
         let map = self
             .ebpf
             .map_mut(maps::CONFIG)
@@ -267,7 +274,17 @@ impl Datapath {
             source,
         };
         let mut value = cfg.get(&0, 0).map_err(map_err)?;
-        value.node_ipv4 = ip.map(|a| a.octets()).unwrap_or([0; 4]);
+        value.node_ipv4 = nat.node_ipv4.map(|a| a.octets()).unwrap_or([0; 4]);
+        value.native_cidr = nat
+            .native_cidr
+            .map(|c| c.network().octets())
+            .unwrap_or([0; 4]);
+        value.native_prefix = nat.native_cidr.map(|c| c.prefix_len()).unwrap_or(0);
+        value.flags = if nat.masquerade {
+            cfg_flags::MASQUERADE
+        } else {
+            0
+        };
         cfg.set(0, value, 0).map_err(map_err)
     }
 
@@ -286,15 +303,23 @@ impl Datapath {
                 name: maps::CONFIG,
                 source,
             })?;
-        // Keep what `set_node_address` wrote (a restarted agent rewrites it anyway).
-        let node_ipv4 = cfg.get(&0, 0).map(|v| v.node_ipv4).unwrap_or([0; 4]);
+        // Keep what `set_nat` wrote (a restarted agent rewrites it anyway).
+        let old = cfg.get(&0, 0).unwrap_or(DatapathConfig {
+            aggregation: 0,
+            node_ipv4: [0; 4],
+            aggregation_interval_ns: 0,
+            native_cidr: [0; 4],
+            native_prefix: 0,
+            flags: 0,
+            _pad: [0; 2],
+        });
         let value = DatapathConfig {
             aggregation: match monitor {
                 MonitorAggregation::None => aggregation::NONE,
                 MonitorAggregation::Medium => aggregation::MEDIUM,
             },
-            node_ipv4,
             aggregation_interval_ns: interval.as_nanos() as u64,
+            ..old
         };
         cfg.set(0, value, 0).map_err(|source| DatapathError::Map {
             name: maps::CONFIG,

@@ -7,7 +7,7 @@ pub mod maps;
 pub mod reader;
 pub mod services;
 
-pub use loader::{AttachOutcome, Datapath, DatapathError, Hook};
+pub use loader::{AttachOutcome, Datapath, DatapathError, Hook, NatSettings};
 
 /// The eBPF object built from `dataplane-ebpf/` by this crate's build script.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lumen.bpf.o"));

@@ -490,20 +490,35 @@ pub mod aggregation {
     pub const MEDIUM: u32 = 2;
 }
 
-/// Runtime configuration the agent writes into the `CONFIG` array (index 0). 16 bytes.
+/// Runtime configuration the agent writes into the `CONFIG` array (index 0). 24 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatapathConfig {
     /// One of [`aggregation`].
     pub aggregation: u32,
     /// This node's IPv4 address on the uplink (network order): the source of
-    /// source-NATed service connections and the destination of their replies. Zero when
-    /// unknown (no source NAT then).
+    /// source-NATed service connections and masqueraded traffic, and the destination of
+    /// their replies. Zero when unknown (no source NAT then).
     pub node_ipv4: [u8; 4],
     /// Minimum time between two trace records of one connection direction under `MEDIUM`.
     pub aggregation_interval_ns: u64,
+    /// `ipv4NativeRoutingCIDR` (network order): pod traffic to it keeps pod addresses.
+    pub native_cidr: [u8; 4],
+    /// Its prefix length (0: none configured).
+    pub native_prefix: u8,
+    /// Bits from [`cfg_flags`].
+    pub flags: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 2],
 }
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);
+
+/// Bits of [`DatapathConfig::flags`].
+pub mod cfg_flags {
+    /// `bpf.masquerade`: TCP/UDP from pods to addresses outside the native routing CIDR
+    /// leave with the node's address (and a port of its choosing).
+    pub const MASQUERADE: u8 = 1 << 0;
+}
 
 /// Key of the `SERVICES` hash: one frontend. 20 bytes.
 #[repr(C)]
