@@ -6,10 +6,10 @@ use clap::Parser;
 use lumen_dataplane::{
     agent::Agent,
     config::AgentConfig,
-    datapath::{reader, Datapath},
+    datapath::{l2::L2ResponderMap, reader, Datapath},
     endpoints::EndpointStore,
     ingest::RingSink,
-    localapi, node_setup, observer, state,
+    l2, localapi, node_setup, observer, state,
 };
 use std::{path::PathBuf, time::Duration};
 
@@ -91,6 +91,14 @@ async fn run(args: Args) -> Result<()> {
     let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;
     let lost = reader::LostCounters::new(datapath.take_lost()?);
+    let l2_map =
+        if cfg.l2announcements.enabled {
+            Some(L2ResponderMap::take(&mut datapath).context(
+                "l2announcements.enabled needs the datapath's ARP responder (L2_RESPONDER)",
+            )?)
+        } else {
+            None
+        };
 
     let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
     let (state_rx, refresher) =
@@ -102,11 +110,26 @@ async fn run(args: Args) -> Result<()> {
         endpoints,
         state_rx.clone(),
         Some(refresher),
-        uplinks,
+        uplinks.clone(),
         host_ips,
     );
     agent.reconcile_datapath()?;
     agent.prepare_node().await;
+    let l2 = match l2_map {
+        Some(map) => Some(
+            l2::start(
+                &cfg.l2announcements,
+                &cfg.node_name,
+                &cfg.manifests_dir,
+                &uplinks,
+                map,
+                state_rx.clone(),
+                agent.l2_status.clone(),
+            )
+            .context("starting L2 announcements")?,
+        ),
+        None => None,
+    };
 
     // Keep identities, the ipcache and policy in step with the state source.
     {
@@ -156,6 +179,10 @@ async fn run(args: Args) -> Result<()> {
             r.context("ring-buffer reader panicked")?.context("ring-buffer reader failed")?;
         }
         _ = grace => {}
+    }
+    // Withdraw announcements and release leases so another node takes over at once.
+    if let Some(l2) = l2 {
+        l2.shutdown().await;
     }
     let _ = std::fs::remove_file(&cfg.agent_socket);
     let _ = std::fs::remove_file(&cfg.hubble.socket_path);
