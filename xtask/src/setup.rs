@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "iperf3",
     "iputils-ping",
+    "iputils-arping",
     "tcpdump",
     "chromium",
     "chromium-driver",
