@@ -11,10 +11,11 @@
 //!   agent has not configured are not enforced. Established connections and replies pass
 //!   on their conntrack entry, so a policy change applies to new connections.
 //! - Service load balancing (see [`lb`]) fails closed for a frontend without backends and
-//!   open otherwise.
+//!   open otherwise. The L2 announcement ARP responder ([`l2`]) fails open.
 #![no_std]
 #![no_main]
 
+mod l2;
 mod lb;
 mod parse;
 mod policy;
@@ -129,9 +130,50 @@ pub fn to_network(ctx: TcContext) -> i32 {
     observe(&ctx, obs::TO_NETWORK)
 }
 
+// Parsing and load balancing happen here, conntrack, policy and records in
+// `try_observe`: two sibling calls, so their stack frames never add up beyond the
+// verifier's 512 bytes.
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8) -> i32 {
-    match try_observe(ctx, point) {
+    let mut pkt = PacketInfo::zeroed();
+    let mut flags = 0u8;
+    if parse::packet(ctx, &mut pkt).is_err() {
+        flags |= hdr_flags::TRUNCATED;
+    }
+    let node_ipv4 = CONFIG.get(0).map(|c| c.node_ipv4).unwrap_or([0; 4]);
+    // Before policy and conntrack, so both see the backend.
+    let translated = match point {
+        obs::FROM_ENDPOINT => lb::from_endpoint(ctx, &mut pkt),
+        obs::TO_ENDPOINT => lb::to_endpoint(ctx, &pkt),
+        obs::FROM_NETWORK => {
+            if l2::is_arp(pkt.ethertype) {
+                if let Some(action) = l2::respond(ctx) {
+                    return action;
+                }
+            }
+            lb::from_network(ctx, &mut pkt, &node_ipv4)
+        }
+        obs::TO_NETWORK => lb::to_network(ctx, &mut pkt),
+        _ => lb::Lb::None,
+    };
+    match translated {
+        lb::Lb::None => {}
+        lb::Lb::Translated => flags |= hdr_flags::TRANSLATED,
+        lb::Lb::NewConnection => {
+            flags |= hdr_flags::TRANSLATED;
+            lb::report_translation(ctx, &pkt, point);
+        }
+        lb::Lb::NoBackend => {
+            lb::report_no_backend(ctx, &pkt, point);
+            return TC_ACT_SHOT as i32;
+        }
+    }
+    track(ctx, point, &pkt, flags)
+}
+
+#[inline(never)]
+fn track(ctx: &TcContext, point: u8, pkt: &PacketInfo, flags: u8) -> i32 {
+    match try_observe(ctx, point, pkt, flags) {
         Ok(action) => action,
         // Observation failed (e.g. full ring): fail open.
         Err(()) => TC_ACT_UNSPEC,
@@ -148,28 +190,17 @@ struct CtResult {
 }
 
 #[inline(always)]
-fn try_observe(ctx: &TcContext, point: u8) -> Result<i32, ()> {
+fn try_observe(ctx: &TcContext, point: u8, pkt: &PacketInfo, flags: u8) -> Result<i32, ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let pkt_len = ctx.len();
-    let mut pkt = PacketInfo::zeroed();
-    let mut flags = 0u8;
-    if parse::packet(ctx, &mut pkt).is_err() {
-        flags |= hdr_flags::TRUNCATED;
-    }
-
+    let pkt = *pkt;
     let cfg = CONFIG.get(0).copied().unwrap_or(DatapathConfig {
         aggregation: aggregation::MEDIUM,
         node_ipv4: [0; 4],
         aggregation_interval_ns: 5_000_000_000,
     });
 
-    // Before policy and conntrack, so both see the backend.
-    let translated = match point {
-        obs::FROM_ENDPOINT => lb::from_endpoint(ctx, &mut pkt),
-        obs::TO_ENDPOINT => lb::to_endpoint(ctx, &pkt),
-        _ => lb::Lb::None,
-    };
     let hdr = |kind: u8, version: u8, len: usize, flags: u8| RecordHeader {
         kind,
         version,
@@ -181,14 +212,6 @@ fn try_observe(ctx: &TcContext, point: u8) -> Result<i32, ()> {
         pkt_len,
         ktime_ns: now,
     };
-    match translated {
-        lb::Lb::None => {}
-        lb::Lb::Translated => flags |= hdr_flags::TRANSLATED,
-        lb::Lb::NoBackend => {
-            lb::report_no_backend(ctx, &pkt, now);
-            return Ok(TC_ACT_SHOT as i32);
-        }
-    }
     let ct = if pkt.ip_version != 0 {
         match conntrack(&pkt, ifindex, pkt_len, now, &cfg, point) {
             Tracked::Pass(ct) => ct,

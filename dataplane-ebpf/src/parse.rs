@@ -35,7 +35,9 @@ fn load<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Truncated> {
 }
 
 /// Fills `pkt` from the packet in `ctx`.
-#[inline(always)]
+// Not inlined: its header buffers get a frame of their own, a sibling of the later
+// stages' frames rather than part of them.
+#[inline(never)]
 pub fn packet(ctx: &TcContext, pkt: &mut PacketInfo) -> Result<(), Truncated> {
     let eth: [u8; ETH_HLEN] = load(ctx, 0)?;
     pkt.dst_mac.copy_from_slice(&eth[0..6]);

@@ -205,7 +205,11 @@ impl Agent {
         let mut source_errors = state.source_errors.clone();
         // With kube-proxy replacement off the maps are kept empty (and emptied).
         let want = if self.cfg.kube_proxy_replacement {
-            let (want, problems) = crate::datapath::services::desired(&state, &self.cfg.node_name);
+            let (want, problems) = crate::datapath::services::desired(
+                &state,
+                &self.cfg.node_name,
+                self.cfg.load_balancer.algorithm,
+            );
             source_errors.extend(problems);
             want
         } else {
@@ -214,10 +218,11 @@ impl Agent {
         cache.services = Arc::new(crate::datapath::services::ServiceNames::new(&want));
         if let Some(maps) = maps.as_mut() {
             match maps.services.sync(&want) {
-                Ok((written, removed)) if written + removed > 0 => {
+                Ok(st) if st.written + st.removed + st.evicted > 0 => {
                     tracing::info!(
-                        written,
-                        removed,
+                        written = st.written,
+                        removed = st.removed,
+                        evicted = st.evicted,
                         frontends = want.len(),
                         "service maps updated"
                     );

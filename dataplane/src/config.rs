@@ -193,10 +193,16 @@ pub struct L2AnnouncementsConfig {
     #[serde(default = "default_lease_duration", with = "humantime_serde_compat")]
     pub lease_duration: Duration,
     /// How long the holder keeps trying to renew before giving up. Default `1s`.
-    #[serde(default = "default_lease_renew_deadline", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_lease_renew_deadline",
+        with = "humantime_serde_compat"
+    )]
     pub lease_renew_deadline: Duration,
     /// How often candidates retry and holders renew. Default `200ms`.
-    #[serde(default = "default_lease_retry_period", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_lease_retry_period",
+        with = "humantime_serde_compat"
+    )]
     pub lease_retry_period: Duration,
 }
 

@@ -5,8 +5,8 @@
 //! reports them) — never misread.
 
 use lumen_abi::{
-    kind, DropRecord, PolicyVerdictRecord, RecordHeader, TraceRecord, DROP_VERSION,
-    POLICY_VERDICT_VERSION, TRACE_VERSION,
+    kind, DropRecord, PolicyVerdictRecord, RecordHeader, TraceRecord, TranslationRecord,
+    DROP_VERSION, POLICY_VERDICT_VERSION, TRACE_VERSION, TRANSLATION_VERSION,
 };
 
 /// Why a record could not be decoded.
@@ -56,6 +56,8 @@ pub enum Record {
     Drop(DropRecord),
     /// A policy verdict for a new connection.
     PolicyVerdict(PolicyVerdictRecord),
+    /// A service translation of a new connection.
+    Translation(TranslationRecord),
 }
 
 impl Record {
@@ -65,6 +67,7 @@ impl Record {
             Record::Trace(t) => &t.hdr,
             Record::Drop(d) => &d.hdr,
             Record::PolicyVerdict(p) => &p.hdr,
+            Record::Translation(t) => &t.hdr,
         }
     }
 
@@ -74,13 +77,14 @@ impl Record {
             Record::Trace(t) => &t.pkt,
             Record::Drop(d) => &d.pkt,
             Record::PolicyVerdict(p) => &p.pkt,
+            Record::Translation(t) => &t.pkt,
         }
     }
 
     /// The policy decision, for drops and verdicts.
     pub fn policy(&self) -> Option<&lumen_abi::PolicyInfo> {
         match self {
-            Record::Trace(_) => None,
+            Record::Trace(_) | Record::Translation(_) => None,
             Record::Drop(d) => Some(&d.policy),
             Record::PolicyVerdict(p) => Some(&p.policy),
         }
@@ -140,6 +144,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::POLICY_VERDICT => {
             check_version(&hdr, POLICY_VERDICT_VERSION)?;
             Ok(Record::PolicyVerdict(read(bytes)?))
+        }
+        kind::TRANSLATION => {
+            check_version(&hdr, TRANSLATION_VERSION)?;
+            Ok(Record::Translation(read(bytes)?))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -327,6 +335,44 @@ mod tests {
         assert!(matches!(
             decode(&bytes(&p)[..100]),
             Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_a_translation_record() {
+        let t = tcp_syn();
+        let mut frontend = [0u8; 16];
+        frontend[..4].copy_from_slice(&[10, 96, 0, 10]);
+        let x = TranslationRecord {
+            hdr: RecordHeader {
+                kind: kind::TRANSLATION,
+                version: TRANSLATION_VERSION,
+                len: 112,
+                ..t.hdr
+            },
+            pkt: t.pkt,
+            frontend: lumen_abi::L4Addr {
+                addr: frontend,
+                port: 80,
+                flags: 0,
+                _pad: 0,
+            },
+            xlate_point: lumen_abi::xlate_point::POST_DIRECTION_FWD,
+            _pad: [0; 3],
+        };
+        let b = bytes(&x);
+        // The frontend follows the packet: address, then its port (little-endian here).
+        assert_eq!(&b[88..92], &[10, 96, 0, 10]);
+        assert_eq!(u16::from_le_bytes(b[104..106].try_into().unwrap()), 80);
+        assert_eq!(b[108], 2);
+        let got = decode(&b).unwrap();
+        assert_eq!(got.policy(), None);
+        assert_eq!(got, Record::Translation(x));
+        let mut future = b.clone();
+        future[1] = TRANSLATION_VERSION + 1;
+        assert!(matches!(
+            decode(&future),
+            Err(DecodeError::FutureVersion { .. })
         ));
     }
 }

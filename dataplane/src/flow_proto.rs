@@ -324,6 +324,16 @@ pub fn flow(ev: &FlowEvent) -> Flow {
             } as i32;
             apply_policy(&mut f, &p.policy, ev);
         }
+        Record::Translation(t) => {
+            // Hubble's service-translation event: the packet after translation, to the
+            // backend, with the service it was addressed to.
+            f.verdict = flow::Verdict::Translated as i32;
+            f.event_type = Some(CiliumEventType {
+                r#type: kind::TRANSLATION as i32,
+                sub_type: 0,
+            });
+            f.sock_xlate_point = t.xlate_point as i32;
+        }
     }
     f
 }

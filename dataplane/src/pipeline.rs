@@ -3,7 +3,7 @@
 //! on byte fixtures.
 
 use crate::{
-    decode::{decode, DecodeError},
+    decode::{decode, DecodeError, Record},
     events::{Event, FlowEvent},
     ipcache::IpCache,
 };
@@ -121,7 +121,15 @@ impl Pipeline {
             node_name: self.node_name.clone(),
             policies,
             source_service: service(&pkt.src_ip, pkt.src_port),
-            destination_service: service(&pkt.dst_ip, pkt.dst_port),
+            // A translation names exactly the frontend the client used.
+            destination_service: match &record {
+                Record::Translation(t) => {
+                    ipcache
+                        .services
+                        .lookup(&t.frontend.addr, t.frontend.port, pkt.l4_proto, false)
+                }
+                _ => service(&pkt.dst_ip, pkt.dst_port),
+            },
         }))
     }
 }

@@ -194,6 +194,33 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
         "{translated:#?}"
     );
 
+    // Each new connection's translation is reported as Hubble does: verdict TRANSLATED,
+    // event type 7 (trace-sock), post-xlate-fwd, the backend and the service.
+    let filter = FlowFilter {
+        verdict: vec![Verdict::Translated as i32],
+        source_pod: vec!["demo/client".into()],
+        ..Default::default()
+    };
+    let xlate = policy::wait_flow(&c.node1, filter, "a TRANSLATED flow", |_| true).unwrap();
+    assert_eq!(
+        xlate.event_type.as_ref().map(|e| e.r#type),
+        Some(7),
+        "{xlate:#?}"
+    );
+    assert_eq!(xlate.sock_xlate_point, 2, "post-xlate-fwd: {xlate:#?}");
+    assert!(
+        xlate
+            .destination
+            .as_ref()
+            .is_some_and(|d| d.pod_name.starts_with("web-")),
+        "{xlate:#?}"
+    );
+    assert_eq!(
+        xlate.destination_service.as_ref().map(|s| s.name.as_str()),
+        Some("web"),
+        "{xlate:#?}"
+    );
+
     // No endpoints: new connections are dropped, and the drop is reported.
     policy::write(&c.lab, "web-slice.yaml", &slice(&[])).unwrap();
     c.wait_connects(false);
@@ -224,5 +251,222 @@ fn cluster_ip_balances_across_nodes_and_drops_without_backends() {
         drop.destination_service.as_ref().map(|s| s.name.as_str()),
         Some("web"),
         "{drop:#?}"
+    );
+
+    // Scaled back up: the service works again within a second of the EndpointSlice.
+    policy::write(&c.lab, "web-slice.yaml", &slice(&ips)).unwrap();
+    // Short attempts: a SYN dropped just before the update would otherwise wait for the
+    // client's 1 s retransmission.
+    let quick = || {
+        c.client
+            .exec(
+                traffic_bin().unwrap(),
+                [
+                    "tcp",
+                    "--to",
+                    &format!("{CLUSTER_IP}:80"),
+                    "--timeout",
+                    "100ms",
+                ],
+            )
+            .is_ok_and(|o| o.status.success())
+    };
+    let start = Instant::now();
+    while !quick() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the ClusterIP never came back"
+        );
+    }
+    let took = start.elapsed();
+    eprintln!("scale up: the ClusterIP works again {took:?} after the EndpointSlice");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// Connections from `client` to the ClusterIP, and how many each backend served.
+fn spread(c: &Cluster, client: &Pod, n: u32) -> Vec<usize> {
+    let before = c.served();
+    let out = client
+        .exec(
+            traffic_bin().unwrap(),
+            [
+                "tcp",
+                "--to",
+                &format!("{CLUSTER_IP}:80"),
+                "--connections",
+                &n.to_string(),
+            ],
+        )
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lab-traffic JSON");
+    assert_eq!(report["ok"], true, "{report}");
+    let start = Instant::now();
+    loop {
+        let served: Vec<usize> = c.served().iter().zip(&before).map(|(a, b)| a - b).collect();
+        if served.iter().sum::<usize>() >= n as usize || start.elapsed() > Duration::from_secs(3) {
+            return served;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_backend() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-aff");
+    let affinity = SERVICE.replace(
+        "  selector: {app: web}\n",
+        "  selector: {app: web}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
+    );
+    assert_ne!(affinity, SERVICE);
+    policy::write(&c.lab, "web-svc.yaml", &affinity).unwrap();
+    let ips: Vec<String> = c.web.iter().map(|(p, _)| p.ip().to_string()).collect();
+    policy::write(&c.lab, "web-slice.yaml", &slice(&ips)).unwrap();
+    c.wait_connects(true);
+    let served = spread(&c, &c.client, 20);
+    assert!(
+        served.contains(&0) && served.iter().sum::<usize>() >= 20,
+        "one backend serves all of the client's connections: {served:?}"
+    );
+    // Without affinity the same client spreads (random choice per connection).
+    policy::write(&c.lab, "web-svc.yaml", SERVICE).unwrap();
+    let start = Instant::now();
+    loop {
+        let served = spread(&c, &c.client, 20);
+        if served.iter().all(|&n| n > 0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "affinity off never spread: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn policy_applies_to_the_backend_after_translation() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-pol");
+    let allowed = c
+        .node1
+        .add_pod("demo", "allowed", &[("app", "allowed")])
+        .expect("allowed pod");
+    policy::write(&c.lab, "web-svc.yaml", SERVICE).unwrap();
+    let ips: Vec<String> = c.web.iter().map(|(p, _)| p.ip().to_string()).collect();
+    policy::write(&c.lab, "web-slice.yaml", &slice(&ips)).unwrap();
+    c.wait_connects(true);
+    let cnp = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-from-allowed, namespace: demo}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: allowed}}]
+";
+    policy::apply(&c.lab, "web-pol.yaml", cnp, "demo", "web-from-allowed").unwrap();
+    // The backends' policy decides, on the backend pods' identity, whatever address the
+    // client used: the allowed pod gets through the ClusterIP, the other one does not.
+    assert!(policy::tcp_connects(
+        &allowed,
+        CLUSTER_IP.parse().unwrap(),
+        80
+    ));
+    let served = spread(&c, &allowed, 10);
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    assert!(
+        !c.connects(),
+        "the client's connection through the ClusterIP is denied"
+    );
+    let filter = FlowFilter {
+        verdict: vec![Verdict::Dropped as i32],
+        source_pod: vec!["demo/client".into()],
+        ..Default::default()
+    };
+    let nodes = [c.node1.clone(), c.web[1].0.node().clone()];
+    let start = Instant::now();
+    let denied = loop {
+        let found = nodes.iter().find_map(|n| {
+            policy::flows(n, filter.clone())
+                .ok()?
+                .into_iter()
+                .find(|f| f.drop_reason_desc == 133)
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no policy drop reported"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let dst = denied.destination.as_ref().expect("destination");
+    assert!(
+        dst.pod_name.starts_with("web-"),
+        "denied at the backend pod: {denied:#?}"
+    );
+    assert!(
+        dst.labels.iter().any(|l| l == "k8s:app=web"),
+        "with the backend's identity: {denied:#?}"
+    );
+}
+
+/// A client that opens one connection to the ClusterIP, exchanges a line, prints
+/// `first`, waits for `go` to appear, exchanges again and prints `second ok`.
+const LONG_CLIENT: &str = r#"
+import os, socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=2)
+s.sendall(b"ping\n"); assert s.recv(16) == b"ping\n"
+print("first", flush=True)
+while not os.path.exists(sys.argv[2]): time.sleep(0.05)
+s.sendall(b"pong\n"); got = s.recv(16)
+print("second ok" if got == b"pong\n" else "second broken %r" % got, flush=True)
+"#;
+
+#[test]
+fn backend_changes_keep_established_connections() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new("svc-keep");
+    policy::write(&c.lab, "web-svc.yaml", SERVICE).unwrap();
+    let a = c.web[0].0.ip().to_string();
+    let b = c.web[1].0.ip().to_string();
+    policy::write(&c.lab, "web-slice.yaml", &slice(std::slice::from_ref(&a))).unwrap();
+    c.wait_connects(true);
+    let go = c.lab.dir().join("go");
+    let mut client = c
+        .client
+        .spawn(
+            "python3",
+            ["-c", LONG_CLIENT, CLUSTER_IP, go.to_str().unwrap()],
+        )
+        .unwrap();
+    client
+        .wait_for_output("first", Duration::from_secs(5))
+        .unwrap();
+    // The connection is on web-a; web-b joins, which reorders and regrows the slots.
+    policy::write(&c.lab, "web-slice.yaml", &slice(&[b.clone(), a.clone()])).unwrap();
+    let start = Instant::now();
+    while c.served()[1] == 0 {
+        // New connections reach web-b once the maps have it.
+        let _ = c.connects();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "web-b never served"
+        );
+    }
+    std::fs::write(&go, "").unwrap();
+    client
+        .wait_for_output("second", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        client.log().contains("second ok"),
+        "the established connection survived: {}",
+        client.log()
     );
 }

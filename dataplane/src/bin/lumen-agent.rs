@@ -88,6 +88,12 @@ async fn run(args: Args) -> Result<()> {
         aggregation = ?cfg.bpf.monitor_aggregation,
         "datapath loaded"
     );
+    // The first IPv4 address of the uplinks: where source-NATed service traffic comes from.
+    let node_ipv4 = host_ips.iter().find_map(|ip| match ip {
+        std::net::IpAddr::V4(v4) => Some(*v4),
+        std::net::IpAddr::V6(_) => None,
+    });
+    datapath.set_node_address(node_ipv4)?;
     let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;
     let lost = reader::LostCounters::new(datapath.take_lost()?);

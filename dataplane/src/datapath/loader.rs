@@ -55,6 +55,9 @@ pub enum DatapathError {
         /// Why.
         source: aya::maps::MapError,
     },
+    /// A Maglev table could not be built (too many backends for the table size).
+    #[error("Maglev table: {0}")]
+    Maglev(#[from] lumen_lb::MaglevError),
     /// The object lacks a program or map this agent expects.
     #[error("the eBPF object has no {0}; rebuild the agent")]
     Missing(&'static str),
@@ -244,6 +247,30 @@ impl Datapath {
         Ok(dp)
     }
 
+    /// Writes this node's uplink IPv4 address into the datapath configuration: the
+    /// source address of service connections it source-NATs (`None`: no source NAT).
+    pub fn set_node_address(
+        &mut self,
+        ip: Option<std::net::Ipv4Addr>,
+    ) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::CONFIG)
+            .ok_or(DatapathError::Missing(maps::CONFIG))?;
+        let mut cfg: Array<&mut MapData, DatapathConfig> =
+            Array::try_from(map).map_err(|source| DatapathError::Map {
+                name: maps::CONFIG,
+                source,
+            })?;
+        let map_err = |source| DatapathError::Map {
+            name: maps::CONFIG,
+            source,
+        };
+        let mut value = cfg.get(&0, 0).map_err(map_err)?;
+        value.node_ipv4 = ip.map(|a| a.octets()).unwrap_or([0; 4]);
+        cfg.set(0, value, 0).map_err(map_err)
+    }
+
     /// Writes the monitor-aggregation settings; takes effect on the next packet.
     pub fn configure(
         &mut self,
@@ -259,12 +286,14 @@ impl Datapath {
                 name: maps::CONFIG,
                 source,
             })?;
+        // Keep what `set_node_address` wrote (a restarted agent rewrites it anyway).
+        let node_ipv4 = cfg.get(&0, 0).map(|v| v.node_ipv4).unwrap_or([0; 4]);
         let value = DatapathConfig {
             aggregation: match monitor {
                 MonitorAggregation::None => aggregation::NONE,
                 MonitorAggregation::Medium => aggregation::MEDIUM,
             },
-            node_ipv4: [0; 4],
+            node_ipv4,
             aggregation_interval_ns: interval.as_nanos() as u64,
         };
         cfg.set(0, value, 0).map_err(|source| DatapathError::Map {

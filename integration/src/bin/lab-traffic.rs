@@ -70,6 +70,10 @@ struct TcpArgs {
     /// Connect and read timeout.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Source port of every connection (default: an ephemeral one). Reusing it right
+    /// after a close needs `net.ipv4.tcp_tw_reuse=1` in the client's namespace.
+    #[arg(long)]
+    src_port: Option<u16>,
 }
 
 #[derive(Args)]
@@ -237,7 +241,13 @@ fn tcp(args: &TcpArgs) -> Value {
     let (mut ok, mut sent, mut received) = (0u32, 0u64, 0u64);
     let mut errors = Vec::new();
     for _ in 0..args.connections {
-        match tcp_exchange(args.to, args.bytes, !args.no_echo, args.timeout) {
+        match tcp_exchange(
+            args.to,
+            args.bytes,
+            !args.no_echo,
+            args.timeout,
+            args.src_port,
+        ) {
             Ok((s, r)) => {
                 ok += 1;
                 sent += s;
@@ -257,8 +267,33 @@ fn tcp(args: &TcpArgs) -> Value {
 
 /// One connection: send `bytes` (from a writer thread, so a large echo cannot deadlock), FIN,
 /// read until the server's FIN. Returns (sent, received).
-fn tcp_exchange(to: SocketAddr, bytes: u64, echo: bool, timeout: Duration) -> Result<(u64, u64)> {
-    let stream = TcpStream::connect_timeout(&to, timeout).context("connect")?;
+fn tcp_exchange(
+    to: SocketAddr,
+    bytes: u64,
+    echo: bool,
+    timeout: Duration,
+    src_port: Option<u16>,
+) -> Result<(u64, u64)> {
+    let stream = match src_port {
+        None => TcpStream::connect_timeout(&to, timeout).context("connect")?,
+        Some(port) => {
+            let domain = socket2::Domain::for_address(to);
+            let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            let any: SocketAddr = if to.is_ipv4() {
+                ([0, 0, 0, 0], port).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, port).into()
+            };
+            socket
+                .bind(&any.into())
+                .with_context(|| format!("bind to port {port}"))?;
+            socket
+                .connect_timeout(&to.into(), timeout)
+                .context("connect")?;
+            socket.into()
+        }
+    };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
@@ -492,7 +527,13 @@ fn run_loop(args: &LoopArgs) -> Result<()> {
         if round > 0 {
             std::thread::sleep(args.interval);
         }
-        let tcp = match tcp_exchange(SocketAddr::new(args.to, args.tcp_port), 64, true, timeout) {
+        let tcp = match tcp_exchange(
+            SocketAddr::new(args.to, args.tcp_port),
+            64,
+            true,
+            timeout,
+            None,
+        ) {
             Ok(_) => json!(true),
             Err(e) => json!(format!("{e:#}")),
         };

@@ -20,6 +20,9 @@ pub mod kind {
     pub const TRACE: u8 = 4;
     /// A policy decision for a new connection (body: [`super::PolicyVerdictRecord`]).
     pub const POLICY_VERDICT: u8 = 5;
+    /// A service translation of a new connection (body: [`super::TranslationRecord`]);
+    /// Cilium's "trace-sock" event number.
+    pub const TRANSLATION: u8 = 7;
 }
 
 /// Current version of each record body. A reader accepts versions up to the one it knows.
@@ -28,6 +31,8 @@ pub const TRACE_VERSION: u8 = 1;
 pub const DROP_VERSION: u8 = 2;
 /// Current version of [`PolicyVerdictRecord`].
 pub const POLICY_VERDICT_VERSION: u8 = 1;
+/// Current version of [`TranslationRecord`].
+pub const TRANSLATION_VERSION: u8 = 1;
 
 /// Observation points, numbered like `flow.TraceObservationPoint`.
 pub mod obs {
@@ -660,6 +665,29 @@ pub struct L4Addr {
 }
 const _: () = assert!(core::mem::size_of::<L4Addr>() == 20);
 
+/// Service load balancing picked a backend for a new connection. 112 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TranslationRecord {
+    /// Header (`kind::TRANSLATION`).
+    pub hdr: RecordHeader,
+    /// The packet after translation (destination: the backend).
+    pub pkt: PacketInfo,
+    /// The frontend the client addressed (service address and port).
+    pub frontend: L4Addr,
+    /// One of [`xlate_point`].
+    pub xlate_point: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<TranslationRecord>() == 112);
+
+/// Where a translation happened (Hubble's `SocketTranslationPoint` numbering).
+pub mod xlate_point {
+    /// After the forward translation (frontend → backend).
+    pub const POST_DIRECTION_FWD: u8 = 2;
+}
+
 /// Bits of [`L4Addr::flags`] for a backend.
 pub mod backend_flags {
     /// The backend runs on another node.
@@ -758,6 +786,7 @@ mod pod {
     unsafe impl aya::Pod for super::L4Addr {}
     unsafe impl aya::Pod for super::LbTupleKey {}
     unsafe impl aya::Pod for super::MaglevTable {}
+    unsafe impl aya::Pod for super::TranslationRecord {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::L2ResponderValue {}
