@@ -31,6 +31,7 @@
 pub mod browser;
 mod forward;
 pub mod hubble;
+pub mod l2;
 mod lab;
 pub mod manifest;
 pub mod netns;
