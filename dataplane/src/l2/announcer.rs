@@ -59,14 +59,31 @@ pub struct Announcer {
 
 /// The running task: stop it with [`AnnouncerHandle::shutdown`].
 pub struct AnnouncerHandle {
-    stop: watch::Sender<bool>,
+    stop: StopSignal,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Tells the announcer to withdraw and release, without waiting (e.g. from a signal
+/// handler, before the rest of the agent winds down).
+#[derive(Clone)]
+pub struct StopSignal(Arc<watch::Sender<bool>>);
+
+impl StopSignal {
+    /// Starts the withdrawal.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
 impl AnnouncerHandle {
+    /// A signal that starts the withdrawal from elsewhere.
+    pub fn stop_signal(&self) -> StopSignal {
+        self.stop.clone()
+    }
+
     /// Withdraws every announcement, releases the leases, and waits for the task.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         let _ = self.task.await;
     }
 }
@@ -115,7 +132,10 @@ impl Announcer {
             }
             self.withdraw_all();
         });
-        AnnouncerHandle { stop, task }
+        AnnouncerHandle {
+            stop: StopSignal(Arc::new(stop)),
+            task,
+        }
     }
 
     /// One election round.

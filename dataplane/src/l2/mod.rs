@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::{net::Ipv4Addr, path::Path, sync::Arc};
 use tokio::sync::watch;
 
-pub use announcer::{Announcer, AnnouncerHandle};
+pub use announcer::{Announcer, AnnouncerHandle, StopSignal};
 
 /// An uplink that can answer ARP.
 #[derive(Debug, Clone, PartialEq, Eq)]
