@@ -158,6 +158,7 @@ async fn run(args: Args) -> Result<()> {
     tracing::info!(node = %agent.node_name, socket = %cfg.agent_socket.display(), "agent ready");
 
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let l2_stop = l2.as_ref().map(|h| h.stop_signal());
     let shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -169,6 +170,10 @@ async fn run(args: Args) -> Result<()> {
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down; programs and maps stay pinned and keep working");
+            // Hand L2 announcements over now rather than after the streams' grace.
+            if let Some(s) = l2_stop {
+                s.stop();
+            }
             stopping.notify_one();
         }
     };
