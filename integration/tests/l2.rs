@@ -65,6 +65,13 @@ fn one_node_answers_and_another_takes_over_when_it_dies() {
         status["l2_announcements"][0]["lease"],
         "cilium-l2announce-demo-web"
     );
+    let cli = policy::lumen_cli(c.node(&holder), &["status"]).unwrap();
+    assert!(
+        cli.contains(&format!(
+            "L2 announcement:       {LB_IP} on eth0 (lease cilium-l2announce-demo-web, service demo/web)"
+        )),
+        "{cli}"
+    );
     let other_status = policy::status(c.node(&other)).unwrap();
     assert_eq!(
         other_status["l2_announcements"],
