@@ -77,6 +77,9 @@ pub struct StatusReport {
     pub flows: (usize, usize, u64),
     /// `hubble.listenAddress`.
     pub hubble_listen_address: String,
+    /// Addresses this node announces on its uplink, with their leases (L2 announcements).
+    #[serde(default)]
+    pub l2_announcements: Vec<crate::l2::Announcement>,
 }
 
 /// One identity and its labels.
@@ -188,6 +191,7 @@ pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
         regeneration: (r.regeneration_us, r.regenerations),
         flows: (agent.ring.len(), agent.ring.capacity(), agent.ring.seen()),
         hubble_listen_address: agent.cfg.hubble.listen_address.clone(),
+        l2_announcements: agent.l2_status.read().clone(),
     }
 }
 

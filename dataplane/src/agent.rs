@@ -98,6 +98,8 @@ pub struct Agent {
     pub started: Instant,
     /// Wall-clock start.
     pub started_at: SystemTime,
+    /// Addresses this node announces (L2 announcements), for `lumen status`.
+    pub l2_status: crate::l2::Status,
     datapath: Mutex<Datapath>,
     endpoints: Mutex<EndpointStore>,
     ipam: tokio::sync::Mutex<Option<IpamState>>,
@@ -127,6 +129,7 @@ impl Agent {
             ring: Arc::new(Ring::new(cfg.ring_capacity())),
             started: Instant::now(),
             started_at: SystemTime::now(),
+            l2_status: Default::default(),
             datapath: Mutex::new(datapath),
             endpoints: Mutex::new(endpoints),
             ipam: tokio::sync::Mutex::new(None),

@@ -13,6 +13,7 @@ pub mod flow_proto;
 pub mod identity;
 pub mod ingest;
 pub mod ipcache;
+pub mod l2;
 pub mod lbipam;
 pub mod localapi;
 pub mod node_setup;

@@ -32,6 +32,7 @@ pub mod bench;
 pub mod browser;
 mod forward;
 pub mod hubble;
+pub mod l2;
 mod lab;
 pub mod manifest;
 pub mod netns;

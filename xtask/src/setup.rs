@@ -21,6 +21,7 @@ const PACKAGES: &[&str] = &[
     // lb-bench's kube-proxy-style rules (iptables-legacy-restore; the package has both backends).
     "iptables",
     "iputils-ping",
+    "iputils-arping",
     "tcpdump",
     "chromium",
     "chromium-driver",

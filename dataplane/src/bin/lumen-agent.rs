@@ -6,10 +6,10 @@ use clap::Parser;
 use lumen_dataplane::{
     agent::Agent,
     config::AgentConfig,
-    datapath::{reader, Datapath},
+    datapath::{l2::L2ResponderMap, reader, Datapath},
     endpoints::EndpointStore,
     ingest::RingSink,
-    localapi, node_setup, observer, state,
+    l2, localapi, node_setup, observer, state,
 };
 use std::{path::PathBuf, time::Duration};
 
@@ -101,6 +101,14 @@ async fn run(args: Args) -> Result<()> {
     let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;
     let lost = reader::LostCounters::new(datapath.take_lost()?);
+    let l2_map =
+        if cfg.l2announcements.enabled {
+            Some(L2ResponderMap::take(&mut datapath).context(
+                "l2announcements.enabled needs the datapath's ARP responder (L2_RESPONDER)",
+            )?)
+        } else {
+            None
+        };
 
     let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
     let (state_rx, refresher) =
@@ -112,11 +120,26 @@ async fn run(args: Args) -> Result<()> {
         endpoints,
         state_rx.clone(),
         Some(refresher),
-        uplinks,
+        uplinks.clone(),
         host_ips,
     );
     agent.reconcile_datapath()?;
     agent.prepare_node().await;
+    let l2 = match l2_map {
+        Some(map) => Some(
+            l2::start(
+                &cfg.l2announcements,
+                &cfg.node_name,
+                &cfg.manifests_dir,
+                &uplinks,
+                map,
+                state_rx.clone(),
+                agent.l2_status.clone(),
+            )
+            .context("starting L2 announcements")?,
+        ),
+        None => None,
+    };
 
     // Native routing: other nodes' pod CIDRs via their addresses.
     if cfg.auto_direct_node_routes {
@@ -147,6 +170,7 @@ async fn run(args: Args) -> Result<()> {
     tracing::info!(node = %agent.node_name, socket = %cfg.agent_socket.display(), "agent ready");
 
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let l2_stop = l2.as_ref().map(|h| h.stop_signal());
     let shutdown = {
         let stopping = stopping.clone();
         async move {
@@ -158,6 +182,10 @@ async fn run(args: Args) -> Result<()> {
                 _ = term.recv() => {}
             }
             tracing::info!("shutting down; programs and maps stay pinned and keep working");
+            // Hand L2 announcements over now rather than after the streams' grace.
+            if let Some(s) = l2_stop {
+                s.stop();
+            }
             stopping.notify_one();
         }
     };
@@ -174,6 +202,10 @@ async fn run(args: Args) -> Result<()> {
             r.context("ring-buffer reader panicked")?.context("ring-buffer reader failed")?;
         }
         _ = grace => {}
+    }
+    // Withdraw announcements and release leases so another node takes over at once.
+    if let Some(l2) = l2 {
+        l2.shutdown().await;
     }
     let _ = std::fs::remove_file(&cfg.agent_socket);
     let _ = std::fs::remove_file(&cfg.hubble.socket_path);

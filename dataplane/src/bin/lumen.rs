@@ -143,6 +143,12 @@ fn print_status(s: &StatusReport) {
     for e in &s.source_errors {
         println!("  manifest: {e}");
     }
+    for a in &s.l2_announcements {
+        println!(
+            "L2 announcement:       {} on {} (lease {}, service {})",
+            a.ip, a.device, a.lease, a.service
+        );
+    }
     println!(
         "Policy regeneration:   last {:.1} ms ({} runs)",
         s.regeneration.0 as f64 / 1000.0,

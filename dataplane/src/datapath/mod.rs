@@ -2,6 +2,7 @@
 //! programs to interfaces (adopting what a previous agent left pinned), configuring it,
 //! filling its identity and policy maps, and reading its ring buffer.
 
+pub mod l2;
 mod loader;
 pub mod maps;
 pub mod reader;
