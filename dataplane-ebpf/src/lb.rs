@@ -127,6 +127,54 @@ impl Nat {
     }
 }
 
+/// `pkt`'s connection as the client sees it (the client is the source).
+#[inline(always)]
+fn forward_key(pkt: &PacketInfo) -> LbTupleKey {
+    LbTupleKey {
+        client_ip: pkt.src_ip,
+        server_ip: pkt.dst_ip,
+        client_port: pkt.src_port,
+        server_port: pkt.dst_port,
+        proto: pkt.l4_proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The connection a reply `pkt` belongs to (the client is the destination).
+#[inline(always)]
+fn reply_key(pkt: &PacketInfo) -> LbTupleKey {
+    LbTupleKey {
+        client_ip: pkt.dst_ip,
+        server_ip: pkt.src_ip,
+        client_port: pkt.dst_port,
+        server_port: pkt.src_port,
+        proto: pkt.l4_proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Rewrites the packet's source to `to` (and `pkt` with it).
+#[inline(always)]
+fn set_src(ctx: &TcContext, pkt: &mut PacketInfo, to: &L4Addr) -> Lb {
+    if rewrite(ctx, pkt.l4_proto, IP_SRC_OFF, SRC_PORT, &pkt.src_ip, pkt.src_port, to).is_err() {
+        return Lb::None;
+    }
+    pkt.src_ip = to.addr;
+    pkt.src_port = to.port;
+    Lb::Translated
+}
+
+/// Rewrites the packet's destination to `to` (and `pkt` with it).
+#[inline(always)]
+fn set_dst(ctx: &TcContext, pkt: &mut PacketInfo, to: &L4Addr) -> Lb {
+    if rewrite(ctx, pkt.l4_proto, IP_DST_OFF, DST_PORT, &pkt.dst_ip, pkt.dst_port, to).is_err() {
+        return Lb::None;
+    }
+    pkt.dst_ip = to.addr;
+    pkt.dst_port = to.port;
+    Lb::Translated
+}
+
 /// Whether `pkt` is something this module translates at all.
 #[inline(always)]
 fn eligible(pkt: &PacketInfo) -> bool {
@@ -167,22 +215,10 @@ pub fn from_network(ctx: &TcContext, pkt: &mut PacketInfo, node_ip: &[u8; 4]) ->
         let Some(sc) = scratch() else {
             return Lb::None;
         };
-        sc.nat_key = LbTupleKey {
-            client_ip: pkt.dst_ip,
-            server_ip: pkt.src_ip,
-            client_port: pkt.dst_port,
-            server_port: pkt.src_port,
-            proto: pkt.l4_proto,
-            _pad: [0; 3],
-        };
+        sc.nat_key = reply_key(pkt);
         // SAFETY: plain data copied out before any other map operation.
         if let Some(client) = unsafe { SNAT_REV.get(&sc.nat_key) }.copied() {
-            if rewrite(ctx, pkt.l4_proto, IP_DST_OFF, DST_PORT, &pkt.dst_ip, pkt.dst_port, &client).is_err() {
-                return Lb::None;
-            }
-            pkt.dst_ip = client.addr;
-            pkt.dst_port = client.port;
-            return Lb::Translated;
+            return set_dst(ctx, pkt, &client);
         }
     }
     translate(ctx, pkt, svc_flags::EXTERNAL, node_ip)
@@ -199,22 +235,10 @@ pub fn to_network(ctx: &TcContext, pkt: &mut PacketInfo, nat: &Nat) -> Lb {
     let Some(sc) = scratch() else {
         return Lb::None;
     };
-    sc.tuple = LbTupleKey {
-        client_ip: pkt.src_ip,
-        server_ip: pkt.dst_ip,
-        client_port: pkt.src_port,
-        server_port: pkt.dst_port,
-        proto: pkt.l4_proto,
-        _pad: [0; 3],
-    };
+    sc.tuple = forward_key(pkt);
     // SAFETY: plain data copied out before any other map operation.
     if let Some(nat) = unsafe { SNAT_FWD.get(&sc.tuple) }.copied() {
-        if rewrite(ctx, pkt.l4_proto, IP_SRC_OFF, SRC_PORT, &pkt.src_ip, pkt.src_port, &nat).is_err() {
-            return Lb::None;
-        }
-        pkt.src_ip = nat.addr;
-        pkt.src_port = nat.port;
-        return Lb::Translated;
+        return set_src(ctx, pkt, &nat);
     }
     if let Some(fe) = reverse(ctx, pkt) {
         pkt.src_ip = fe.addr;
@@ -229,25 +253,13 @@ pub fn to_network(ctx: &TcContext, pkt: &mut PacketInfo, nat: &Nat) -> Lb {
     let Some(sc) = scratch() else {
         return Lb::None;
     };
-    sc.tuple = LbTupleKey {
-        client_ip: pkt.src_ip,
-        server_ip: pkt.dst_ip,
-        client_port: pkt.src_port,
-        server_port: pkt.dst_port,
-        proto: pkt.l4_proto,
-        _pad: [0; 3],
-    };
+    sc.tuple = forward_key(pkt);
     snat(sc, &nat.node_ipv4);
     // SAFETY: plain data copied out before any other map operation.
-    let Some(out) = (unsafe { SNAT_FWD.get(&sc.tuple) }).copied() else {
-        return Lb::None;
-    };
-    if rewrite(ctx, pkt.l4_proto, IP_SRC_OFF, SRC_PORT, &pkt.src_ip, pkt.src_port, &out).is_err() {
-        return Lb::None;
+    match unsafe { SNAT_FWD.get(&sc.tuple) }.copied() {
+        Some(out) => set_src(ctx, pkt, &out),
+        None => Lb::None,
     }
-    pkt.src_ip = out.addr;
-    pkt.src_port = out.port;
-    Lb::Translated
 }
 
 /// Packets entering a pod: a reply from a backend gets the frontend back as its source.
@@ -268,14 +280,7 @@ pub fn to_endpoint(ctx: &TcContext, pkt: &PacketInfo) -> Lb {
 #[inline(always)]
 fn reverse(ctx: &TcContext, pkt: &PacketInfo) -> Option<L4Addr> {
     let sc = scratch()?;
-    sc.tuple = LbTupleKey {
-        client_ip: pkt.dst_ip,
-        server_ip: pkt.src_ip,
-        client_port: pkt.dst_port,
-        server_port: pkt.src_port,
-        proto: pkt.l4_proto,
-        _pad: [0; 3],
-    };
+    sc.tuple = reply_key(pkt);
     // SAFETY: plain data copied out before any other map operation.
     let fe = unsafe { REVNAT.get(&sc.tuple) }.copied()?;
     rewrite(ctx, pkt.l4_proto, IP_SRC_OFF, SRC_PORT, &pkt.src_ip, pkt.src_port, &fe).ok()?;
@@ -336,14 +341,7 @@ fn translate(ctx: &TcContext, pkt: &mut PacketInfo, required: u32, node_ip: &[u8
     // A TCP SYN opens a connection: whatever an earlier connection with the same
     // addresses and ports left in `REVNAT` must not apply to this one.
     let syn = pkt.l4_proto == proto::TCP && pkt.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN;
-    sc.tuple = LbTupleKey {
-        client_ip: pkt.src_ip,
-        server_ip: pkt.dst_ip,
-        client_port: pkt.src_port,
-        server_port: pkt.dst_port,
-        proto: pkt.l4_proto,
-        _pad: [0; 3],
-    };
+    sc.tuple = forward_key(pkt);
     {
         sc.skey = ServiceKey { addr: pkt.dst_ip, port: pkt.dst_port, proto: pkt.l4_proto, _pad: 0 };
         // SAFETY: plain data copied out before any other map operation.

@@ -6,7 +6,7 @@
 //! replies (`arping`), the client's neighbour entry, the Lease, TCP through the LB IP,
 //! and a timed failover.
 
-use crate::{netns, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
+use crate::{netns, policy, AgentOptions, Lab, Node, Pod, Spawned};
 use anyhow::{bail, Context, Result};
 use std::{
     io::{Read, Write},
@@ -42,25 +42,6 @@ spec:
   interfaces: ['^eth[0-9]+']
   loadBalancerIPs: true
 ";
-
-fn slice(ips: &[String]) -> String {
-    let endpoints: String = ips
-        .iter()
-        .map(|ip| format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"))
-        .collect();
-    format!(
-        "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: demo
-  labels: {{kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{{port: {BACKEND_PORT}, protocol: TCP}}]
-endpoints:
-{endpoints}"
-    )
-}
 
 /// How long each step of one failover took, from the SIGKILL of the holder's agent.
 #[derive(Debug, Clone, Copy)]
@@ -100,16 +81,16 @@ impl L2Lab {
         let mut web = vec![];
         for (node, name) in nodes.iter().zip(["web-a", "web-b"]) {
             let pod = node.add_pod("demo", name, &[("app", "web")])?;
-            let mut serving = pod.spawn(
-                traffic_bin()?,
-                ["serve", "--tcp", &BACKEND_PORT.to_string()],
-            )?;
-            serving.wait_for_output("listening", Duration::from_secs(5))?;
+            let serving = pod.serve(&["--tcp", &BACKEND_PORT.to_string()])?;
             web.push((pod, serving));
         }
-        let ips: Vec<String> = web.iter().map(|(p, _)| p.ip().to_string()).collect();
+        let endpoints: Vec<(String, Option<String>)> = web
+            .iter()
+            .map(|(p, _)| (p.ip().to_string(), None))
+            .collect();
+        let slice = crate::manifest::endpoint_slice("demo", "web", BACKEND_PORT, "TCP", &endpoints);
         policy::write(&lab, "web-svc.yaml", SERVICE)?;
-        policy::write(&lab, "web-slice.yaml", &slice(&ips))?;
+        policy::write(&lab, "web-slice.yaml", &slice)?;
         policy::write(&lab, "l2-policy.yaml", POLICY)?;
         Ok(L2Lab {
             nodes,

@@ -110,6 +110,43 @@ pub fn node_file(name: &str) -> String {
     format!("node-{name}.yaml")
 }
 
+/// An EndpointSlice of Service `namespace/service` on `port`/`protocol` whose endpoints
+/// are `(address, nodeName)` pairs, all ready.
+pub fn endpoint_slice(
+    namespace: &str,
+    service: &str,
+    port: u16,
+    protocol: &str,
+    endpoints: &[(String, Option<String>)],
+) -> String {
+    let endpoints: String = endpoints
+        .iter()
+        .map(|(ip, node)| {
+            let node = node
+                .as_ref()
+                .map(|n| format!("  nodeName: {n}\n"))
+                .unwrap_or_default();
+            format!("- addresses: [{ip}]\n{node}  conditions: {{ready: true}}\n")
+        })
+        .collect();
+    let endpoints = if endpoints.is_empty() {
+        " []\n".to_string()
+    } else {
+        format!("\n{endpoints}")
+    };
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {service}-1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {service}}}
+addressType: IPv4
+ports: [{{port: {port}, protocol: {protocol}}}]
+endpoints:{endpoints}"
+    )
+}
+
 /// File name of a Namespace manifest.
 pub fn namespace_file(name: &str) -> String {
     format!("ns-{name}.yaml")

@@ -337,6 +337,17 @@ impl Pod {
         let label = format!("{}-{}-{}", self.node.name(), self.namespace, self.name);
         process::spawn_in(&self.node.lab, &self.netns, &label, program, args)
     }
+
+    /// Starts `lab-traffic serve <args>` in the pod and waits until it listens, e.g.
+    /// `pod.serve(&["--tcp", "8080"])`.
+    pub fn serve(&self, args: &[&str]) -> Result<Spawned> {
+        let mut server = self.spawn(
+            crate::traffic_bin()?,
+            std::iter::once("serve").chain(args.iter().copied()),
+        )?;
+        server.wait_for_output("listening", Duration::from_secs(5))?;
+        Ok(server)
+    }
 }
 
 impl Drop for Pod {

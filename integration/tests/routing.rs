@@ -176,11 +176,7 @@ fn cluster_pool_ipam_gives_each_node_a_stable_block() {
         let pod = n
             .add_pod("demo", &format!("p-{}", n.name()), &[("app", "p")])
             .expect("pod");
-        let mut s = pod
-            .spawn(traffic_bin().unwrap(), ["serve", "--tcp", &TCP.to_string()])
-            .expect("serve");
-        s.wait_for_output("listening", Duration::from_secs(5))
-            .expect("listening");
+        let s = pod.serve(&["--tcp", &TCP.to_string()]).expect("serve");
         pods.push((pod, s));
     }
     // Each node's pods come from its own /24 of the pool (not the Node object's CIDR),
@@ -265,11 +261,7 @@ fn masquerading_applies_only_outside_the_native_routing_cidr_when_enabled() {
         .expect("listening");
     let p1 = node1.add_pod("demo", "p1", &[("app", "p")]).expect("p1");
     let p2 = node2.add_pod("demo", "p2", &[("app", "p")]).expect("p2");
-    let mut echo = p2
-        .spawn(traffic_bin().unwrap(), ["serve", "--tcp", &TCP.to_string()])
-        .expect("serve");
-    echo.wait_for_output("listening", Duration::from_secs(5))
-        .expect("listening");
+    let echo = p2.serve(&["--tcp", &TCP.to_string()]).expect("serve");
     let to_world = |p: &Pod| {
         p.exec(
             traffic_bin().unwrap(),

@@ -7,7 +7,7 @@ mod common;
 
 use common::{privileged, TCP_PORT};
 use lumen_api::flow::{EventTypeFilter, FlowFilter, Verdict};
-use lumen_integration::{policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
+use lumen_integration::{manifest, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
 use std::time::{Duration, Instant};
 
 const CLUSTER_IP: &str = "10.96.0.10";
@@ -23,26 +23,9 @@ spec:
 
 /// An EndpointSlice of `web` listing `ips` as ready endpoints on port 8080.
 fn slice(ips: &[String]) -> String {
-    let endpoints: String = ips
-        .iter()
-        .map(|ip| format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"))
-        .collect();
-    let endpoints = if endpoints.is_empty() {
-        "[]\n".to_string()
-    } else {
-        format!("\n{endpoints}")
-    };
-    format!(
-        "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: demo
-  labels: {{kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{{port: 8080, protocol: TCP}}]
-endpoints: {endpoints}"
-    )
+    let endpoints: Vec<(String, Option<String>)> =
+        ips.iter().map(|ip| (ip.clone(), None)).collect();
+    manifest::endpoint_slice("demo", "web", TCP_PORT, "TCP", &endpoints)
 }
 
 /// Two nodes with routed pod CIDRs; `web-a` (node1) and `web-b` (node2) serve TCP 8080;
@@ -73,15 +56,7 @@ impl Cluster {
             let pod = node
                 .add_pod("demo", name, &[("app", "web")])
                 .expect("web pod");
-            let mut serving = pod
-                .spawn(
-                    traffic_bin().unwrap(),
-                    ["serve", "--tcp", &TCP_PORT.to_string()],
-                )
-                .expect("serve");
-            serving
-                .wait_for_output("listening", Duration::from_secs(5))
-                .expect("listening");
+            let serving = pod.serve(&["--tcp", &TCP_PORT.to_string()]).expect("serve");
             web.push((pod, serving));
         }
         let client = node1
@@ -477,15 +452,11 @@ fn udp_cluster_ip_replies_come_from_the_service_address() {
         return;
     }
     let c = Cluster::new("svc-udp");
-    let mut udp_servers = vec![];
-    for (pod, _) in &c.web {
-        let mut s = pod
-            .spawn(traffic_bin().unwrap(), ["serve", "--udp", "5353"])
-            .unwrap();
-        s.wait_for_output("listening", Duration::from_secs(5))
-            .unwrap();
-        udp_servers.push(s);
-    }
+    let _udp_servers: Vec<Spawned> = c
+        .web
+        .iter()
+        .map(|(pod, _)| pod.serve(&["--udp", "5353"]).unwrap())
+        .collect();
     let svc = "apiVersion: v1
 kind: Service
 metadata: {name: dns, namespace: demo}
@@ -496,22 +467,8 @@ spec:
 ";
     policy::write(&c.lab, "dns-svc.yaml", svc).unwrap();
     let ips: Vec<String> = c.web.iter().map(|(p, _)| p.ip().to_string()).collect();
-    let endpoints: String = ips
-        .iter()
-        .map(|ip| format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"))
-        .collect();
-    let dns_slice = format!(
-        "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: dns-1
-  namespace: demo
-  labels: {{kubernetes.io/service-name: dns}}
-addressType: IPv4
-ports: [{{port: 5353, protocol: UDP}}]
-endpoints:
-{endpoints}"
-    );
+    let endpoints: Vec<(String, Option<String>)> = ips.into_iter().map(|ip| (ip, None)).collect();
+    let dns_slice = manifest::endpoint_slice("demo", "dns", 5353, "UDP", &endpoints);
     policy::write(&c.lab, "dns-slice.yaml", &dns_slice).unwrap();
     // The client's socket is connected to the ClusterIP: an echo counts only if it comes
     // back from 10.96.0.53:53, i.e. was reverse-translated.

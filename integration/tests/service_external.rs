@@ -9,7 +9,7 @@ mod common;
 
 use common::{privileged, TCP_PORT};
 use lumen_api::flow::{FlowFilter, Verdict};
-use lumen_integration::{policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
+use lumen_integration::{manifest, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,24 +45,11 @@ spec:
 
 /// The EndpointSlice of service `name`: `backends` as (address, node) pairs, ready.
 fn slice(name: &str, backends: &[(String, String)]) -> String {
-    let endpoints: String = backends
+    let endpoints: Vec<(String, Option<String>)> = backends
         .iter()
-        .map(|(ip, node)| {
-            format!("- addresses: [{ip}]\n  nodeName: {node}\n  conditions: {{ready: true}}\n")
-        })
+        .map(|(ip, node)| (ip.clone(), Some(node.clone())))
         .collect();
-    format!(
-        "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: demo
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{port: 8080, protocol: TCP}}]
-endpoints:
-{endpoints}"
-    )
+    manifest::endpoint_slice("demo", name, TCP_PORT, "TCP", &endpoints)
 }
 
 /// Two nodes, `web-a` on node1 and `web-b` on node2 serving TCP 8080, and the underlay
@@ -94,15 +81,7 @@ impl Cluster {
             let pod = node
                 .add_pod("demo", name, &[("app", "web")])
                 .expect("web pod");
-            let mut serving = pod
-                .spawn(
-                    traffic_bin().unwrap(),
-                    ["serve", "--tcp", &TCP_PORT.to_string()],
-                )
-                .expect("serve");
-            serving
-                .wait_for_output("listening", Duration::from_secs(5))
-                .expect("listening");
+            let serving = pod.serve(&["--tcp", &TCP_PORT.to_string()]).expect("serve");
             web.push((pod, serving));
         }
         // The client reuses source ports at once (the Maglev test).

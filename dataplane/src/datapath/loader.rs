@@ -258,72 +258,56 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// Writes the address-translation settings into the datapath configuration.
-    pub fn set_nat(&mut self, nat: &NatSettings) -> Result<(), DatapathError> {
-        let map = self
-            .ebpf
-            .map_mut(maps::CONFIG)
-            .ok_or(DatapathError::Missing(maps::CONFIG))?;
-        let mut cfg: Array<&mut MapData, DatapathConfig> =
-            Array::try_from(map).map_err(|source| DatapathError::Map {
-                name: maps::CONFIG,
-                source,
-            })?;
-        let map_err = |source| DatapathError::Map {
-            name: maps::CONFIG,
-            source,
-        };
-        let mut value = cfg.get(&0, 0).map_err(map_err)?;
-        value.node_ipv4 = nat.node_ipv4.map(|a| a.octets()).unwrap_or([0; 4]);
-        value.native_cidr = nat
-            .native_cidr
-            .map(|c| c.network().octets())
-            .unwrap_or([0; 4]);
-        value.native_prefix = nat.native_cidr.map(|c| c.prefix_len()).unwrap_or(0);
-        value.flags = if nat.masquerade {
-            cfg_flags::MASQUERADE
-        } else {
-            0
-        };
-        cfg.set(0, value, 0).map_err(map_err)
-    }
-
-    /// Writes the monitor-aggregation settings; takes effect on the next packet.
-    pub fn configure(
+    /// Changes the datapath configuration in place (`CONFIG[0]`, read, `change`d, written
+    /// back); takes effect on the next packet.
+    fn update_config(
         &mut self,
-        monitor: MonitorAggregation,
-        interval: Duration,
+        change: impl FnOnce(&mut DatapathConfig),
     ) -> Result<(), DatapathError> {
         let map = self
             .ebpf
             .map_mut(maps::CONFIG)
             .ok_or(DatapathError::Missing(maps::CONFIG))?;
-        let mut cfg: Array<&mut MapData, DatapathConfig> =
-            Array::try_from(map).map_err(|source| DatapathError::Map {
-                name: maps::CONFIG,
-                source,
-            })?;
-        // Keep what `set_nat` wrote (a restarted agent rewrites it anyway).
-        let old = cfg.get(&0, 0).unwrap_or(DatapathConfig {
-            aggregation: 0,
-            node_ipv4: [0; 4],
-            aggregation_interval_ns: 0,
-            native_cidr: [0; 4],
-            native_prefix: 0,
-            flags: 0,
-            _pad: [0; 2],
-        });
-        let value = DatapathConfig {
-            aggregation: match monitor {
-                MonitorAggregation::None => aggregation::NONE,
-                MonitorAggregation::Medium => aggregation::MEDIUM,
-            },
-            aggregation_interval_ns: interval.as_nanos() as u64,
-            ..old
-        };
-        cfg.set(0, value, 0).map_err(|source| DatapathError::Map {
+        let map_err = |source| DatapathError::Map {
             name: maps::CONFIG,
             source,
+        };
+        let mut cfg: Array<&mut MapData, DatapathConfig> = Array::try_from(map).map_err(map_err)?;
+        // A fresh array holds zeros: every setting off.
+        let mut value = cfg.get(&0, 0).map_err(map_err)?;
+        change(&mut value);
+        cfg.set(0, value, 0).map_err(map_err)
+    }
+
+    /// Writes the address-translation settings.
+    pub fn set_nat(&mut self, nat: &NatSettings) -> Result<(), DatapathError> {
+        self.update_config(|c| {
+            c.node_ipv4 = nat.node_ipv4.map(|a| a.octets()).unwrap_or([0; 4]);
+            c.native_cidr = nat
+                .native_cidr
+                .map(|n| n.network().octets())
+                .unwrap_or([0; 4]);
+            c.native_prefix = nat.native_cidr.map(|n| n.prefix_len()).unwrap_or(0);
+            c.flags = if nat.masquerade {
+                cfg_flags::MASQUERADE
+            } else {
+                0
+            };
+        })
+    }
+
+    /// Writes the monitor-aggregation settings.
+    pub fn configure(
+        &mut self,
+        monitor: MonitorAggregation,
+        interval: Duration,
+    ) -> Result<(), DatapathError> {
+        self.update_config(|c| {
+            c.aggregation = match monitor {
+                MonitorAggregation::None => aggregation::NONE,
+                MonitorAggregation::Medium => aggregation::MEDIUM,
+            };
+            c.aggregation_interval_ns = interval.as_nanos() as u64;
         })
     }
 
