@@ -9,11 +9,9 @@
 //! duration is whole seconds there, so a sub-second configured duration is rounded up in
 //! the lease (the holder itself stops answering at its own, shorter, duration).
 
+use crate::state::lock::{write_atomic, FileLock};
 use serde::{Deserialize, Serialize};
 use std::{
-    fs::File,
-    io::Write,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime},
@@ -176,9 +174,6 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('.')
 }
 
-/// An exclusive `flock` held until dropped (closing the file releases it).
-struct Locked(#[allow(dead_code)] File);
-
 impl LeaseStore {
     /// Opens (creating) `<manifests_dir>/leases`.
     pub fn open(manifests_dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, LeaseError> {
@@ -202,28 +197,9 @@ impl LeaseStore {
         Ok(self.dir.join(format!("{name}.yaml")))
     }
 
-    fn lock(&self) -> Result<Locked, LeaseError> {
+    fn lock(&self) -> Result<FileLock, LeaseError> {
         let path = self.dir.join(".lock");
-        let io = |source| LeaseError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        loop {
-            // SAFETY: flock on a file descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Locked(file));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io(e));
-            }
-        }
+        FileLock::exclusive(&path).map_err(|source| LeaseError::Io { path, source })
     }
 
     fn read(&self, name: &str) -> Result<Option<Lease>, LeaseError> {
@@ -276,16 +252,7 @@ impl LeaseStore {
         };
         // A LeaseObject always serialises.
         let text = serde_yaml::to_string(&obj).unwrap_or_default();
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", lease.name, std::process::id()));
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LeaseError::Io { path, source }
-        };
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        write_atomic(&path, &text).map_err(|source| LeaseError::Io { path, source })
     }
 
     /// Reads lease `name`, if it exists.

@@ -18,11 +18,16 @@ impl FileLock {
             .truncate(false)
             .write(true)
             .open(path)?;
-        // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        loop {
+            // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(FileLock { _file: f });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
-        Ok(FileLock { _file: f })
     }
 }
 
