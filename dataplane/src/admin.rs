@@ -80,6 +80,24 @@ pub struct StatusReport {
     /// Addresses this node announces on its uplink, with their leases (L2 announcements).
     #[serde(default)]
     pub l2_announcements: Vec<crate::l2::Announcement>,
+    /// Routing: mode, settings and the node routes in place.
+    #[serde(default)]
+    pub routing: RoutingStatus,
+}
+
+/// The routing part of `lumen status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutingStatus {
+    /// `routingMode`.
+    pub mode: String,
+    /// `autoDirectNodeRoutes`.
+    pub auto_direct_node_routes: bool,
+    /// `ipv4NativeRoutingCIDR`.
+    pub native_routing_cidr: Option<String>,
+    /// `bpf.masquerade`.
+    pub masquerade: bool,
+    /// Node routes in place: (pod CIDR, via node address).
+    pub routes: Vec<(String, String)>,
 }
 
 /// One identity and its labels.
@@ -192,6 +210,18 @@ pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
         flows: (agent.ring.len(), agent.ring.capacity(), agent.ring.seen()),
         hubble_listen_address: agent.cfg.hubble.listen_address.clone(),
         l2_announcements: agent.l2_status.read().clone(),
+        routing: RoutingStatus {
+            mode: "native".into(),
+            auto_direct_node_routes: agent.cfg.auto_direct_node_routes,
+            native_routing_cidr: agent.cfg.ipv4_native_routing_cidr.map(|c| c.to_string()),
+            masquerade: agent.cfg.bpf.masquerade,
+            routes: agent
+                .routes
+                .read()
+                .iter()
+                .map(|(c, g)| (c.to_string(), g.to_string()))
+                .collect(),
+        },
     }
 }
 

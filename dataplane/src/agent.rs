@@ -100,6 +100,8 @@ pub struct Agent {
     pub started_at: SystemTime,
     /// Addresses this node announces (L2 announcements), for `lumen status`.
     pub l2_status: crate::l2::Status,
+    /// Node routes in place (`autoDirectNodeRoutes`), for `lumen status`.
+    pub routes: crate::routing::Installed,
     datapath: Mutex<Datapath>,
     endpoints: Mutex<EndpointStore>,
     ipam: tokio::sync::Mutex<Option<IpamState>>,
@@ -130,6 +132,7 @@ impl Agent {
             started: Instant::now(),
             started_at: SystemTime::now(),
             l2_status: Default::default(),
+            routes: Default::default(),
             datapath: Mutex::new(datapath),
             endpoints: Mutex::new(endpoints),
             ipam: tokio::sync::Mutex::new(None),

@@ -14,6 +14,9 @@ use ipnet::Ipv4Net;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
+/// The node routes in place after the last sync (for `lumen status`).
+pub type Installed = std::sync::Arc<parking_lot::RwLock<BTreeMap<Ipv4Net, Ipv4Addr>>>;
+
 /// Routing protocol number tagging Lumen's routes (`ip route show proto 201`).
 pub const ROUTE_PROTOCOL: u8 = 201;
 
@@ -160,15 +163,24 @@ pub async fn sync(
     result
 }
 
-/// Keeps the routes in step with the state source until the channel closes.
+/// Keeps the routes in step with the state source until the channel closes, publishing
+/// the routes in place to `installed`.
 pub async fn run(
     me: String,
     mut state: tokio::sync::watch::Receiver<std::sync::Arc<ClusterState>>,
+    installed: Installed,
 ) {
     loop {
         let want = desired_routes(&state.borrow_and_update(), &me);
         match sync(&want).await {
             Ok((changes, failed)) => {
+                let mut now = want.clone();
+                for e in &failed {
+                    if let RoutingError::Route { cidr, .. } = e {
+                        now.remove(cidr);
+                    }
+                }
+                *installed.write() = now;
                 for (cidr, gateway) in &changes.installed {
                     tracing::info!(%cidr, %gateway, "node route installed");
                 }

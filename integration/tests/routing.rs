@@ -7,7 +7,7 @@
 mod common;
 
 use common::privileged;
-use lumen_integration::{manifest, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
+use lumen_integration::{manifest, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
 use std::time::{Duration, Instant};
 
 const TCP: u16 = 8080;
@@ -114,6 +114,24 @@ fn agents_route_pod_cidrs_between_three_nodes() {
             have == want
         });
     }
+    // `lumen status` lists them.
+    let st = policy::status(&nodes[0]).expect("status");
+    assert_eq!(st["routing"]["mode"], "native", "{st}");
+    assert_eq!(
+        st["routing"]["routes"].as_array().map(Vec::len),
+        Some(2),
+        "{st}"
+    );
+    let text = policy::lumen_cli(&nodes[0], &["status"]).expect("lumen status");
+    assert!(
+        text.contains(&format!(
+            "route:    {} via {}",
+            nodes[1].pod_cidr(),
+            nodes[1].ip()
+        )),
+        "{text}"
+    );
+
     // Every ordered pair, TCP and UDP; the receiver sees the sender's pod address.
     for (i, (a, _)) in pods.iter().enumerate() {
         for (j, (b, server)) in pods.iter().enumerate() {

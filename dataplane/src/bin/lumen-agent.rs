@@ -146,6 +146,7 @@ async fn run(args: Args) -> Result<()> {
         tokio::spawn(lumen_dataplane::routing::run(
             cfg.node_name.clone(),
             state_rx.clone(),
+            agent.routes.clone(),
         ));
     }
 

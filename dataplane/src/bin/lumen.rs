@@ -143,6 +143,17 @@ fn print_status(s: &StatusReport) {
     for e in &s.source_errors {
         println!("  manifest: {e}");
     }
+    let r = &s.routing;
+    println!(
+        "Routing:               {} (autoDirectNodeRoutes {}, native CIDR {}, masquerade {})",
+        r.mode,
+        r.auto_direct_node_routes,
+        r.native_routing_cidr.as_deref().unwrap_or("none"),
+        r.masquerade
+    );
+    for (cidr, via) in &r.routes {
+        println!("  route:    {cidr} via {via}");
+    }
     for a in &s.l2_announcements {
         println!(
             "L2 announcement:       {} on {} (lease {}, service {})",
