@@ -709,3 +709,52 @@ fn timers(shared: &Shared) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_configuration_is_rejected_before_any_interface_exists() {
+        let mut config = DeviceConfig::new(PrivateKey::generate().unwrap());
+        // 16 bytes: one more than Linux allows.
+        config.interface = "lwg-never-made-x".into();
+        let Err(err) = Device::new(config) else {
+            panic!("an over-long interface name was accepted");
+        };
+        assert!(
+            matches!(err, DeviceError::Config(ConfigError::InterfaceName { .. })),
+            "{err}"
+        );
+        assert!(!std::path::Path::new("/sys/class/net/lwg-never-made-x").exists());
+    }
+
+    #[test]
+    fn peer_indices_skip_those_in_use_and_wrap_within_24_bits() {
+        let mut used = HashMap::new();
+        let dummy = |index| {
+            let key = PrivateKey::generate().unwrap();
+            let secret = key.secret();
+            Arc::new(Peer {
+                key: key.public_key(),
+                index,
+                keepalive: None,
+                preshared: None,
+                state: Mutex::new(PeerState {
+                    tunn: Tunn::new(secret, key.public_key().x25519(), None, None, index, None),
+                    endpoint: None,
+                    configured_endpoint: None,
+                    allowed: AllowedIps::new(),
+                    allowed_list: Vec::new(),
+                }),
+            })
+        };
+        used.insert(1, dummy(1));
+        used.insert(2, dummy(2));
+        let mut next = 0;
+        assert_eq!(free_index(&mut next, &used), 3);
+        let mut next = MAX_PEER_INDEX - 1;
+        assert_eq!(free_index(&mut next, &used), MAX_PEER_INDEX);
+        assert_eq!(free_index(&mut next, &used), 3);
+    }
+}
