@@ -15,8 +15,11 @@
 //!   handshake rate limiter each second.
 //!
 //! Both data threads run the fds non-blocking: they read until `EAGAIN` and only then
-//! `poll(2)` (together with an eventfd that [`Device::shutdown`] signals), so a busy tunnel
-//! costs one syscall per packet each way and nothing is allocated per packet. The peer
+//! `poll(2)` (together with an eventfd that [`Device::shutdown`] signals). Datagrams leave
+//! in batches — the outbound thread collects what it encrypts while the TUN has more and
+//! sends each run to one endpoint with one segmented `sendmsg` — and arrive coalesced by
+//! UDP GRO ([`crate::offload`]). So a busy tunnel costs about one TUN syscall per packet
+//! each way plus one socket syscall per batch, and nothing is allocated per packet. The peer
 //! table is an immutable snapshot swapped whole by [`Device::set_peers`]; the data threads
 //! notice a new generation with one atomic load per packet.
 //!
@@ -48,6 +51,7 @@ use ipnet::IpNet;
 use crate::allowed_ips::AllowedIps;
 use crate::config::{validate_peers, ConfigError, DeviceConfig, PeerConfig};
 use crate::key::{PrivateKey, PublicKey};
+use crate::offload::{self, SendBatch};
 use crate::tun::{Tun, TunError};
 
 /// Handshake initiations accepted per second before cookies are demanded (boringtun's
@@ -186,6 +190,7 @@ impl Device {
         let start = |what| move |source| DeviceError::Start { what, source };
         udp.set_nonblocking(true).map_err(start("UDP socket"))?;
         grow_buffers(udp.as_raw_fd());
+        offload::enable_gro(udp.as_raw_fd());
         let listen_port = udp.local_addr().map_err(start("UDP socket"))?.port();
         // SAFETY: eventfd has no memory preconditions; the fd is owned from here on.
         let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -532,15 +537,20 @@ impl Snapshot {
 
 fn outbound(shared: &Shared) {
     let fd = shared.tun.fd();
+    let udp = shared.udp.as_raw_fd();
     let mut src = vec![0u8; BUF_LEN];
-    let mut dst = vec![0u8; BUF_LEN];
+    let mut batch = SendBatch::new(BUF_LEN);
     let mut snapshot = Snapshot::new(shared);
     while !shared.stopping.load(Ordering::Relaxed) {
         // SAFETY: reads at most `src.len()` bytes into `src`.
         let n = unsafe { libc::read(fd, src.as_mut_ptr().cast(), src.len()) };
         if n < 0 {
             match io::Error::last_os_error().kind() {
-                io::ErrorKind::WouldBlock => wait(shared, fd, libc::POLLIN, -1),
+                io::ErrorKind::WouldBlock => {
+                    // The TUN is drained: send what was collected, then sleep.
+                    batch.flush(udp);
+                    wait(shared, fd, libc::POLLIN, -1)
+                }
                 io::ErrorKind::Interrupted => {}
                 _ => {
                     tracing::error!(error = %io::Error::last_os_error(), "reading the TUN failed");
@@ -558,31 +568,37 @@ fn outbound(shared: &Shared) {
             tracing::trace!(%dst_ip, "no WireGuard peer for destination");
             continue;
         };
+        if batch.needs_flush_for(packet.len()) {
+            batch.flush(udp);
+        }
         let mut state = lock(&peer.state);
         let endpoint = state.endpoint;
-        match state.tunn.encapsulate(packet, &mut dst) {
-            TunnResult::WriteToNetwork(out) => match endpoint {
-                Some(endpoint) => send(shared, out, endpoint),
-                None => tracing::trace!(peer = %peer.key, "peer has no endpoint yet"),
-            },
+        let written = match state.tunn.encapsulate(packet, batch.tail()) {
+            TunnResult::WriteToNetwork(out) => out.len(),
             TunnResult::Err(e) => {
-                tracing::debug!(peer = %peer.key, error = ?e, "encapsulate failed")
+                tracing::debug!(peer = %peer.key, error = ?e, "encapsulate failed");
+                continue;
             }
-            _ => {}
+            _ => continue,
+        };
+        drop(state);
+        match endpoint {
+            Some(endpoint) => batch.commit(udp, written, endpoint),
+            None => tracing::trace!(peer = %peer.key, "peer has no endpoint yet"),
         }
     }
+    batch.flush(udp);
 }
 
-fn recv(shared: &Shared, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+fn recv(shared: &Shared, buf: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
+    let fd = shared.udp.as_raw_fd();
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
             return None;
         }
-        match shared.udp.recv_from(buf) {
+        match offload::recv(fd, buf) {
             Ok(got) => return Some(got),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait(shared, shared.udp.as_raw_fd(), libc::POLLIN, -1)
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(shared, fd, libc::POLLIN, -1),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // ICMP errors of earlier sends (ECONNREFUSED...) surface here: not fatal.
             Err(e) => tracing::trace!(error = %e, "WireGuard receive error"),
@@ -591,77 +607,87 @@ fn recv(shared: &Shared, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
 }
 
 fn inbound(shared: &Shared) {
-    let tun = shared.tun.fd();
     let mut src = vec![0u8; BUF_LEN];
     let mut dst = vec![0u8; BUF_LEN];
     let mut snapshot = Snapshot::new(shared);
-    while let Some((n, from)) = recv(shared, &mut src) {
-        let datagram = &src[..n];
+    while let Some((n, from, segment)) = recv(shared, &mut src) {
         let table = snapshot.refresh(shared);
-        let peer = match Tunn::parse_incoming_packet(datagram) {
-            Ok(Packet::HandshakeInit(init)) => {
-                let keys = read(&shared.keys);
-                match keys
-                    .rate_limiter
-                    .verify_packet(Some(from.ip()), datagram, &mut dst)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(cookie)) => {
-                        send(shared, cookie, from);
-                        continue;
-                    }
-                    Err(_) => continue,
+        // UDP GRO may have coalesced several datagrams of this sender.
+        for datagram in src[..n].chunks(segment.max(1)) {
+            handle_datagram(shared, table, datagram, from, &mut dst);
+        }
+    }
+}
+
+fn handle_datagram(
+    shared: &Shared,
+    table: &Table,
+    datagram: &[u8],
+    from: SocketAddr,
+    dst: &mut [u8],
+) {
+    let tun = shared.tun.fd();
+    let peer = match Tunn::parse_incoming_packet(datagram) {
+        Ok(Packet::HandshakeInit(init)) => {
+            let keys = read(&shared.keys);
+            match keys
+                .rate_limiter
+                .verify_packet(Some(from.ip()), datagram, dst)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    send(shared, cookie, from);
+                    return;
                 }
-                match parse_handshake_anon(&keys.secret, &keys.public, &init) {
-                    Ok(half) => table
-                        .by_key
-                        .get(&PublicKey::from_bytes(half.peer_static_public)),
-                    Err(e) => {
-                        tracing::debug!(%from, error = ?e, "undecipherable handshake initiation");
-                        continue;
-                    }
+                Err(_) => return,
+            }
+            match parse_handshake_anon(&keys.secret, &keys.public, &init) {
+                Ok(half) => table
+                    .by_key
+                    .get(&PublicKey::from_bytes(half.peer_static_public)),
+                Err(e) => {
+                    tracing::debug!(%from, error = ?e, "undecipherable handshake initiation");
+                    return;
                 }
             }
-            Ok(Packet::HandshakeResponse(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
-            Ok(Packet::PacketCookieReply(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
-            Ok(Packet::PacketData(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
-            Err(_) => None,
-        };
-        let Some(peer) = peer else {
-            tracing::debug!(%from, "datagram of no known peer dropped");
-            continue;
-        };
-        let mut state = lock(&peer.state);
-        let mut authenticated = false;
-        match state.tunn.decapsulate(Some(from.ip()), datagram, &mut dst) {
-            TunnResult::WriteToNetwork(out) => {
-                authenticated = true;
+        }
+        Ok(Packet::HandshakeResponse(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
+        Ok(Packet::PacketCookieReply(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
+        Ok(Packet::PacketData(p)) => table.by_index.get(&(p.receiver_idx >> 8)),
+        Err(_) => None,
+    };
+    let Some(peer) = peer else {
+        tracing::debug!(%from, "datagram of no known peer dropped");
+        return;
+    };
+    let mut state = lock(&peer.state);
+    let mut authenticated = false;
+    match state.tunn.decapsulate(Some(from.ip()), datagram, dst) {
+        TunnResult::WriteToNetwork(out) => {
+            authenticated = true;
+            send(shared, out, from);
+            // A completed handshake releases the packets queued meanwhile.
+            while let TunnResult::WriteToNetwork(out) = state.tunn.decapsulate(None, &[], dst) {
                 send(shared, out, from);
-                // A completed handshake releases the packets queued meanwhile.
-                while let TunnResult::WriteToNetwork(out) =
-                    state.tunn.decapsulate(None, &[], &mut dst)
-                {
-                    send(shared, out, from);
-                }
-            }
-            TunnResult::WriteToTunnelV4(packet, source) => {
-                authenticated = true;
-                write_inner(tun, &state, peer, packet, IpAddr::V4(source));
-            }
-            TunnResult::WriteToTunnelV6(packet, source) => {
-                authenticated = true;
-                write_inner(tun, &state, peer, packet, IpAddr::V6(source));
-            }
-            TunnResult::Done => authenticated = datagram[0] == 4,
-            TunnResult::Err(WireGuardError::DuplicateCounter) => {}
-            TunnResult::Err(e) => {
-                tracing::debug!(peer = %peer.key, %from, error = ?e, "decapsulate failed")
             }
         }
-        if authenticated && state.endpoint != Some(from) {
-            tracing::debug!(peer = %peer.key, endpoint = %from, "peer endpoint learnt");
-            state.endpoint = Some(from);
+        TunnResult::WriteToTunnelV4(packet, source) => {
+            authenticated = true;
+            write_inner(tun, &state, peer, packet, IpAddr::V4(source));
         }
+        TunnResult::WriteToTunnelV6(packet, source) => {
+            authenticated = true;
+            write_inner(tun, &state, peer, packet, IpAddr::V6(source));
+        }
+        TunnResult::Done => authenticated = datagram[0] == 4,
+        TunnResult::Err(WireGuardError::DuplicateCounter) => {}
+        TunnResult::Err(e) => {
+            tracing::debug!(peer = %peer.key, %from, error = ?e, "decapsulate failed")
+        }
+    }
+    if authenticated && state.endpoint != Some(from) {
+        tracing::debug!(peer = %peer.key, endpoint = %from, "peer endpoint learnt");
+        state.endpoint = Some(from);
     }
 }
 
