@@ -237,10 +237,17 @@ fn a_tcp_transfer_survives_a_key_rotation() {
             .unwrap();
         let mut buf = vec![0u8; 65536];
         let mut total = 0u64;
+        // The longest silence: how long the rotation stalled the connection.
+        let mut last = Instant::now();
+        let mut longest_gap = Duration::ZERO;
         loop {
             match conn.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n as u64,
+                Ok(0) => return Ok((total, longest_gap)),
+                Ok(n) => {
+                    total += n as u64;
+                    longest_gap = longest_gap.max(last.elapsed());
+                    last = Instant::now();
+                }
                 Err(e) => return Err(format!("after {total} bytes: {e}")),
             }
         }
@@ -275,8 +282,15 @@ fn a_tcp_transfer_survives_a_key_rotation() {
         .unwrap();
 
     let (sent, sent_before) = sender.join().unwrap().expect("sender");
-    let received = receiver.join().unwrap().expect("receiver");
+    let (received, longest_gap) = receiver.join().unwrap().expect("receiver");
     assert_eq!(received, sent, "bytes lost or connection cut");
+    eprintln!("key rotation stalled the transfer for at most {longest_gap:?}");
+    // B initiates as soon as it learns the key: the stall is the publication delay plus
+    // TCP's retransmission backoff, not WireGuard's 5 s handshake retry.
+    assert!(
+        longest_gap < Duration::from_secs(4),
+        "stalled {longest_gap:?}"
+    );
     assert!(
         sent > sent_before + 1_000_000,
         "transfer stalled after the rotation: {sent_before} then {sent}"
