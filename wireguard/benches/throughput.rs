@@ -73,8 +73,11 @@ fn iperf(pair: &Pair, to: &str) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` and `cargo test --benches`: nothing to list.
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and must not spend
+    // a minute measuring.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("throughput: measures only under `cargo bench`");
+        return;
     }
     if !privileged("throughput bench") {
         return;
