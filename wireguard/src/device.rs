@@ -270,7 +270,7 @@ impl Device {
         validate_peers(&keys.private.public_key(), shared.listen, &peers)?;
         let old = read(&shared.table).clone();
         let mut table = Table::default();
-        let mut buf = vec![0u8; 256];
+        let mut added = Vec::new();
         for config in peers {
             let preshared = config.preshared_key.as_ref().map(|k| k.0);
             let reusable = old
@@ -313,7 +313,7 @@ impl Device {
                         }),
                     });
                     tracing::info!(peer = %peer.key, endpoint = ?config.endpoint, "WireGuard peer added");
-                    initiate(shared, &peer, &mut buf, false);
+                    added.push(peer.clone());
                     peer
                 }
             };
@@ -328,6 +328,12 @@ impl Device {
         }
         *write(&shared.table) = Arc::new(table);
         shared.generation.fetch_add(1, Ordering::Release);
+        // Only now: a response arriving before the new table was published would find
+        // no peer and wait for the 5 s retry.
+        let mut buf = vec![0u8; 256];
+        for peer in &added {
+            initiate(shared, peer, &mut buf, false);
+        }
         Ok(())
     }
 
