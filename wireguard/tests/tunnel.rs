@@ -300,3 +300,39 @@ fn a_tcp_transfer_survives_a_key_rotation() {
     assert!(stats[0].last_handshake.is_some(), "{stats:?}");
     assert!(stats[0].rx_bytes > 0);
 }
+
+#[test]
+fn answers_wireguard_go_handshakes_and_learns_its_endpoint() {
+    if !privileged("interop_responder") {
+        return;
+    }
+    let pair = Pair::new("gr");
+    let (ka, kb) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    // No endpoint for the peer: lumen cannot initiate and must answer.
+    let mut config = lumen_wireguard::DeviceConfig::new(ka.clone());
+    config.interface = "wg0".to_string();
+    config.address = Some(format!("{}/32", pair.a.tunnel_ip).parse().unwrap());
+    let mut peer = peer_config(&pair.b, kb.public_key());
+    peer.endpoint = None;
+    config.peers = vec![peer];
+    let lumen = pair
+        .a
+        .ns
+        .run(move || lumen_wireguard::Device::new(config))
+        .expect("device");
+    pair.a
+        .ns
+        .ip(&["route", "add", &pair.b.pod_cidr, "dev", "wg0"]);
+    assert_eq!(lumen.stats()[0].endpoint, None);
+    let _go = WireguardGo::new(&pair.b, &kb, &pair.a, ka.public_key());
+
+    wait_reachable(&pair.b.ns, &pair.a.tunnel_ip);
+    let stats = &lumen.stats()[0];
+    assert_eq!(stats.endpoint, Some(pair.b.endpoint()), "{stats:?}");
+    assert!(stats.last_handshake.is_some());
+    echo_server(&pair.b.ns, addr(&pair.b.tunnel_ip, 7005));
+    echo_roundtrip(&pair.a.ns, addr(&pair.b.tunnel_ip, 7005), &[1u8; 100_000]);
+}
