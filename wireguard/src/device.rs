@@ -52,6 +52,7 @@ use crate::allowed_ips::AllowedIps;
 use crate::config::{validate_peers, ConfigError, DeviceConfig, PeerConfig};
 use crate::key::{PrivateKey, PublicKey};
 use crate::offload::{self, SendBatch};
+use crate::tso;
 use crate::tun::{Tun, TunError};
 
 /// Handshake initiations accepted per second before cookies are demanded (boringtun's
@@ -545,6 +546,7 @@ fn outbound(shared: &Shared) {
     let fd = shared.tun.fd();
     let udp = shared.udp.as_raw_fd();
     let mut src = vec![0u8; BUF_LEN];
+    let mut scratch = vec![0u8; BUF_LEN];
     let mut batch = SendBatch::new(BUF_LEN);
     let mut snapshot = Snapshot::new(shared);
     while !shared.stopping.load(Ordering::Relaxed) {
@@ -565,35 +567,44 @@ fn outbound(shared: &Shared) {
             }
             continue;
         }
-        let packet = &src[..n as usize];
-        let Some(dst_ip) = Tunn::dst_address(packet) else {
-            continue;
-        };
         let table = snapshot.refresh(shared);
-        let Some(peer) = table.routes.lookup(dst_ip) else {
-            tracing::trace!(%dst_ip, "no WireGuard peer for destination");
-            continue;
-        };
-        if batch.needs_flush_for(packet.len()) {
-            batch.flush(udp);
-        }
-        let mut state = lock(&peer.state);
-        let endpoint = state.endpoint;
-        let written = match state.tunn.encapsulate(packet, batch.tail()) {
-            TunnResult::WriteToNetwork(out) => out.len(),
-            TunnResult::Err(e) => {
-                tracing::debug!(peer = %peer.key, error = ?e, "encapsulate failed");
-                continue;
-            }
-            _ => continue,
-        };
-        drop(state);
-        match endpoint {
-            Some(endpoint) => batch.commit(udp, written, endpoint),
-            None => tracing::trace!(peer = %peer.key, "peer has no endpoint yet"),
+        let cut = tso::segments(&mut src[..n as usize], &mut scratch, |packet| {
+            encrypt(table, &mut batch, udp, packet)
+        });
+        if let Err(e) = cut {
+            tracing::debug!(error = %e, "packet from the TUN dropped");
         }
     }
     batch.flush(udp);
+}
+
+/// Encrypts one IP packet to the peer owning its destination, into the send batch.
+fn encrypt(table: &Table, batch: &mut SendBatch, udp: RawFd, packet: &[u8]) {
+    let Some(dst_ip) = Tunn::dst_address(packet) else {
+        return;
+    };
+    let Some(peer) = table.routes.lookup(dst_ip) else {
+        tracing::trace!(%dst_ip, "no WireGuard peer for destination");
+        return;
+    };
+    if batch.needs_flush_for(packet.len()) {
+        batch.flush(udp);
+    }
+    let mut state = lock(&peer.state);
+    let endpoint = state.endpoint;
+    let written = match state.tunn.encapsulate(packet, batch.tail()) {
+        TunnResult::WriteToNetwork(out) => out.len(),
+        TunnResult::Err(e) => {
+            tracing::debug!(peer = %peer.key, error = ?e, "encapsulate failed");
+            return;
+        }
+        _ => return,
+    };
+    drop(state);
+    match endpoint {
+        Some(endpoint) => batch.commit(udp, written, endpoint),
+        None => tracing::trace!(peer = %peer.key, "peer has no endpoint yet"),
+    }
 }
 
 fn recv(shared: &Shared, buf: &mut [u8]) -> Option<(usize, SocketAddr, usize)> {
@@ -702,8 +713,20 @@ fn write_inner(tun: RawFd, state: &PeerState, peer: &Peer, packet: &[u8], source
         tracing::debug!(peer = %peer.key, %source, "inner source outside the peer's allowed IPs dropped");
         return;
     }
-    // SAFETY: writes `packet.len()` bytes from `packet`.
-    let n = unsafe { libc::write(tun, packet.as_ptr().cast(), packet.len()) };
+    // A zero virtio header: a whole packet, checksum complete.
+    let hdr = [0u8; tso::VNET_HDR_LEN];
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut libc::c_void,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: packet.as_ptr() as *mut libc::c_void,
+            iov_len: packet.len(),
+        },
+    ];
+    // SAFETY: both iovecs describe live buffers the kernel only reads.
+    let n = unsafe { libc::writev(tun, iov.as_ptr(), 2) };
     if n < 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "writing to the TUN failed");
     }

@@ -5,8 +5,8 @@
 //! ChaCha20-Poly1305 transport, cookies, timers) drives one `Tunn` per peer, and this crate
 //! supplies what boringtun's engine leaves out: the TUN interface ([`tun`]), the UDP
 //! socket and the threads that move packets between them ([`device`]), cryptokey routing
-//! ([`allowed_ips`]), UDP segmentation offloads so datagrams move in batches
-//! ([`offload`]), keys compatible with `wg genkey`/`wg pubkey` ([`key`]) and the checked
+//! ([`allowed_ips`]), TCP segmentation of the TUN's offloaded super-packets ([`tso`]),
+//! UDP segmentation offloads so datagrams move in batches ([`offload`]), keys compatible with `wg genkey`/`wg pubkey` ([`key`]) and the checked
 //! configuration ([`config`]). It interoperates with `wireguard-go` and the kernel
 //! module: the wire format is the protocol's.
 //!
@@ -28,6 +28,7 @@ pub mod config;
 pub mod device;
 pub mod key;
 pub mod offload;
+pub mod tso;
 pub mod tun;
 
 pub use allowed_ips::AllowedIps;

@@ -1,5 +1,6 @@
-//! The TUN interface: opened through `/dev/net/tun` (`TUNSETIFF`, `IFF_TUN | IFF_NO_PI`,
-//! so every read is one bare IP packet), then given its MTU, address and `up` state over
+//! The TUN interface: opened through `/dev/net/tun` (`TUNSETIFF`, `IFF_TUN | IFF_NO_PI |
+//! IFF_VNET_HDR`: every read and write is a `virtio_net_hdr` then one IP packet, which
+//! with the checksum and TSO offloads may be a 64 KiB TCP super-packet), then given its MTU, address and `up` state over
 //! rtnetlink (nodes like Talos have no `ip` binary).
 //!
 //! The interface is not persistent: it lives as long as the file descriptor, so closing
@@ -74,13 +75,29 @@ impl Tun {
         for (dst, src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
             *dst = *src as libc::c_char;
         }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        req.ifr_ifru.ifru_flags =
+            (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is.
         if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
             return Err(TunError::Create {
                 name: name.to_string(),
                 source: io::Error::last_os_error(),
             });
+        }
+        // Checksum and TCP segmentation offload: the kernel may hand over 64 KiB TCP
+        // packets ([`crate::tso`] cuts them). Refused on old kernels: then every packet
+        // comes whole, with a zero virtio header.
+        let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        if unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                offloads as libc::c_ulong,
+            )
+        } < 0
+        {
+            tracing::info!(interface = name, error = %io::Error::last_os_error(), "TUN offloads refused");
         }
         let index = configure(name, mtu, address)?;
         Ok(Tun {
@@ -100,7 +117,8 @@ impl Tun {
         self.index
     }
 
-    /// The descriptor: one `read` is one IP packet, one `write` sends one up the stack.
+    /// The descriptor: one `read` is a virtio header and one (super-)packet; one `write`
+    /// of a header and a packet sends it up the stack.
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
