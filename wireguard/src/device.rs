@@ -18,8 +18,10 @@
 //! `poll(2)` (together with an eventfd that [`Device::shutdown`] signals). Datagrams leave
 //! in batches — the outbound thread collects what it encrypts while the TUN has more and
 //! sends each run to one endpoint with one segmented `sendmsg` — and arrive coalesced by
-//! UDP GRO ([`crate::offload`]). So a busy tunnel costs about one TUN syscall per packet
-//! each way plus one socket syscall per batch, and nothing is allocated per packet. The peer
+//! UDP GRO ([`crate::offload`]). The TUN reads 64 KiB TCP super-packets, cut before
+//! encryption ([`crate::tso`]), and decrypted segments of one flow are joined before they
+//! are written back ([`crate::gro`]). So a busy tunnel costs a few syscalls per 64 KiB
+//! each way, and nothing is allocated per packet. The peer
 //! table is an immutable snapshot swapped whole by [`Device::set_peers`]; the data threads
 //! notice a new generation with one atomic load per packet.
 //!
@@ -50,6 +52,7 @@ use ipnet::IpNet;
 
 use crate::allowed_ips::AllowedIps;
 use crate::config::{validate_peers, ConfigError, DeviceConfig, PeerConfig};
+use crate::gro::Coalescer;
 use crate::key::{PrivateKey, PublicKey};
 use crate::offload::{self, SendBatch};
 use crate::tso;
@@ -627,12 +630,14 @@ fn inbound(shared: &Shared) {
     let mut src = vec![0u8; BUF_LEN];
     let mut dst = vec![0u8; BUF_LEN];
     let mut snapshot = Snapshot::new(shared);
+    let mut coalescer = Coalescer::default();
     while let Some((n, from, segment)) = recv(shared, &mut src) {
         let table = snapshot.refresh(shared);
         // UDP GRO may have coalesced several datagrams of this sender.
         for datagram in src[..n].chunks(segment.max(1)) {
-            handle_datagram(shared, table, datagram, from, &mut dst);
+            handle_datagram(shared, table, datagram, from, &mut dst, &mut coalescer);
         }
+        coalescer.flush(shared.tun.fd());
     }
 }
 
@@ -642,6 +647,7 @@ fn handle_datagram(
     datagram: &[u8],
     from: SocketAddr,
     dst: &mut [u8],
+    coalescer: &mut Coalescer,
 ) {
     let tun = shared.tun.fd();
     let peer = match Tunn::parse_incoming_packet(datagram) {
@@ -690,11 +696,11 @@ fn handle_datagram(
         }
         TunnResult::WriteToTunnelV4(packet, source) => {
             authenticated = true;
-            write_inner(tun, &state, peer, packet, IpAddr::V4(source));
+            write_inner(tun, coalescer, &state, peer, packet, IpAddr::V4(source));
         }
         TunnResult::WriteToTunnelV6(packet, source) => {
             authenticated = true;
-            write_inner(tun, &state, peer, packet, IpAddr::V6(source));
+            write_inner(tun, coalescer, &state, peer, packet, IpAddr::V6(source));
         }
         TunnResult::Done => authenticated = datagram[0] == 4,
         TunnResult::Err(WireGuardError::DuplicateCounter) => {}
@@ -708,28 +714,19 @@ fn handle_datagram(
     }
 }
 
-fn write_inner(tun: RawFd, state: &PeerState, peer: &Peer, packet: &[u8], source: IpAddr) {
+fn write_inner(
+    tun: RawFd,
+    coalescer: &mut Coalescer,
+    state: &PeerState,
+    peer: &Peer,
+    packet: &[u8],
+    source: IpAddr,
+) {
     if state.allowed.lookup(source).is_none() {
         tracing::debug!(peer = %peer.key, %source, "inner source outside the peer's allowed IPs dropped");
         return;
     }
-    // A zero virtio header: a whole packet, checksum complete.
-    let hdr = [0u8; tso::VNET_HDR_LEN];
-    let iov = [
-        libc::iovec {
-            iov_base: hdr.as_ptr() as *mut libc::c_void,
-            iov_len: hdr.len(),
-        },
-        libc::iovec {
-            iov_base: packet.as_ptr() as *mut libc::c_void,
-            iov_len: packet.len(),
-        },
-    ];
-    // SAFETY: both iovecs describe live buffers the kernel only reads.
-    let n = unsafe { libc::writev(tun, iov.as_ptr(), 2) };
-    if n < 0 {
-        tracing::debug!(error = %io::Error::last_os_error(), "writing to the TUN failed");
-    }
+    coalescer.push(tun, packet);
 }
 
 fn timers(shared: &Shared) {

@@ -5,7 +5,8 @@
 //! ChaCha20-Poly1305 transport, cookies, timers) drives one `Tunn` per peer, and this crate
 //! supplies what boringtun's engine leaves out: the TUN interface ([`tun`]), the UDP
 //! socket and the threads that move packets between them ([`device`]), cryptokey routing
-//! ([`allowed_ips`]), TCP segmentation of the TUN's offloaded super-packets ([`tso`]),
+//! ([`allowed_ips`]), TCP segmentation of the TUN's offloaded super-packets ([`tso`]) and
+//! coalescing of received segments into super-packets ([`gro`]),
 //! UDP segmentation offloads so datagrams move in batches ([`offload`]), keys compatible with `wg genkey`/`wg pubkey` ([`key`]) and the checked
 //! configuration ([`config`]). It interoperates with `wireguard-go` and the kernel
 //! module: the wire format is the protocol's.
@@ -26,6 +27,7 @@
 pub mod allowed_ips;
 pub mod config;
 pub mod device;
+pub mod gro;
 pub mod key;
 pub mod offload;
 pub mod tso;

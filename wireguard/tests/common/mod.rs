@@ -368,11 +368,15 @@ pub fn echo_roundtrip(ns: &Netns, addr: SocketAddr, payload: &[u8]) {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&payload).unwrap();
+        // Write from another thread: the echo comes back while we still send.
+        let mut writer = s.try_clone().unwrap();
+        let sent = payload.clone();
+        let writing = std::thread::spawn(move || writer.write_all(&sent));
         let mut back = vec![0u8; payload.len()];
         s.read_exact(&mut back)
             .unwrap_or_else(|e| panic!("echo from {addr}: {e}"));
-        assert_eq!(back, payload);
+        writing.join().unwrap().expect("send");
+        assert!(back == payload, "echo differs from what was sent");
     });
 }
 
