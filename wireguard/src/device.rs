@@ -27,7 +27,8 @@
 //!
 //! Failure modes: a peer without a known endpoint cannot be sent to (its packets wait in
 //! the queue until it initiates); a datagram of no peer, a forged one, or one from an
-//! address outside the peer's allowed IPs is dropped and counted at `debug` level; under
+//! address outside the peer's allowed IPs is dropped and logged at `debug` level, as is a
+//! TUN packet that cannot be segmented (malformed, or a GSO type not enabled); under
 //! a flood of initiations the shared rate limiter answers with cookie replies (and each
 //! initiation is verified twice — once to find the peer, once in its `Tunn` — which
 //! halves the effective limit). A key rotation ([`Device::set_private_key`]) drops every

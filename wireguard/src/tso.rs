@@ -110,6 +110,12 @@ fn split_tcp(
     if packet.len() < ip_len + 20 || ip_len < 20 || gso_size == 0 {
         return Err(TsoError::Malformed);
     }
+    // TCP right after the IP header (no IPv6 extension headers: the kernel does not
+    // offload those to a TUN).
+    let protocol = if v4 { packet[9] } else { packet[6] };
+    if protocol != 6 {
+        return Err(TsoError::Malformed);
+    }
     let tcp_len = usize::from(packet[ip_len + 12] >> 4) * 4;
     let hlen = ip_len + tcp_len;
     if tcp_len < 20 || packet.len() < hlen || scratch.len() < hlen + gso_size {
