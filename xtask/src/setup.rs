@@ -5,8 +5,9 @@ use anyhow::{bail, Context, Result};
 use std::{path::Path, process::Command};
 
 /// Debian packages: the eBPF toolchain (rustc-web 1.96 with core sources, LLVM 22 for
-/// bpf-linker), the lab's tools, the headless browser of the UI tests, and the Python gRPC
-/// client the API test uses.
+/// bpf-linker), the lab's tools (with `wireguard-go` and `wg`, the reference userspace
+/// WireGuard that `lumen-wireguard` is tested against), the headless browser of the UI
+/// tests, and the Python gRPC client the API test uses.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -23,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "iputils-arping",
     "tcpdump",
+    "wireguard-go",
+    "wireguard-tools",
     "chromium",
     "chromium-driver",
 ];
