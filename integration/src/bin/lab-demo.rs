@@ -120,7 +120,9 @@ spec:
     matchLabels: {announce: l2}
   loadBalancerIPs: true
 ---
-# Clients outside the cluster reach the servers through the NodePort and LoadBalancer.
+# Clients outside the cluster reach the servers through the NodePort and LoadBalancer:
+# directly when the server is on the entry node (world), source-NATed to the entry node's
+# address when it is on the other one (remote-node; externalTrafficPolicy Cluster).
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata:
@@ -130,7 +132,7 @@ spec:
   endpointSelector:
     matchLabels: {app: server}
   ingress:
-  - fromEntities: [world]
+  - fromEntities: [world, remote-node]
     toPorts:
     - ports:
       - port: "8080"
@@ -179,6 +181,9 @@ fn main() -> Result<()> {
             event_buffer_capacity: 65535,
             kube_proxy_replacement: true,
             l2_announcements: true,
+            // Like the homelab: native routing between nodes on one L2.
+            auto_direct_node_routes: true,
+            native_routing_cidr: Some("10.100.0.0/16"),
             ..AgentOptions::default()
         })?;
         let server = node.add_pod(
