@@ -589,13 +589,20 @@ const _: () = assert!(core::mem::size_of::<MaglevTable>() == 32764);
 /// `lumen_lb::FiveTuple::hash` for IPv4, so every node (and the agent) computes the same
 /// value and Maglev picks the same backend everywhere.
 #[inline(always)]
-pub fn five_tuple_hash(src: &[u8; 4], dst: &[u8; 4], src_port: u16, dst_port: u16, proto: u8) -> u32 {
+pub fn five_tuple_hash(
+    src: &[u8; 4],
+    dst: &[u8; 4],
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+) -> u32 {
     const OFFSET: u32 = 0x811c_9dc5;
     const PRIME: u32 = 0x0100_0193;
     let sp = src_port.to_be_bytes();
     let dp = dst_port.to_be_bytes();
     let bytes = [
-        src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3], sp[0], sp[1], dp[0], dp[1], proto,
+        src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3], sp[0], sp[1], dp[0], dp[1],
+        proto,
     ];
     let mut h = OFFSET;
     let mut i = 0;
