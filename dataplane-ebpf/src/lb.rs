@@ -206,10 +206,11 @@ pub fn from_endpoint(ctx: &TcContext, pkt: &mut PacketInfo) -> Lb {
 /// Packets arriving on the uplink: the reply to a source-NATed connection gets its
 /// client back as destination; a packet to an external frontend is DNATed.
 #[inline(never)]
-pub fn from_network(ctx: &TcContext, pkt: &mut PacketInfo, node_ip: &[u8; 4]) -> Lb {
+pub fn from_network(ctx: &TcContext, pkt: &mut PacketInfo, nat: &Nat) -> Lb {
     if !eligible(pkt) {
         return Lb::None;
     }
+    let node_ip = &nat.node_ipv4;
     let to_node = node_ip != &[0; 4] && pkt.dst_ip[..4] == node_ip[..];
     if to_node {
         let Some(sc) = scratch() else {
@@ -220,6 +221,9 @@ pub fn from_network(ctx: &TcContext, pkt: &mut PacketInfo, node_ip: &[u8; 4]) ->
         if let Some(client) = unsafe { SNAT_REV.get(&sc.nat_key) }.copied() {
             return set_dst(ctx, pkt, &client);
         }
+    }
+    if nat.flags & cfg_flags::SERVICES == 0 {
+        return Lb::None;
     }
     translate(ctx, pkt, svc_flags::EXTERNAL, node_ip)
 }
@@ -240,10 +244,12 @@ pub fn to_network(ctx: &TcContext, pkt: &mut PacketInfo, nat: &Nat) -> Lb {
     if let Some(nat) = unsafe { SNAT_FWD.get(&sc.tuple) }.copied() {
         return set_src(ctx, pkt, &nat);
     }
-    if let Some(fe) = reverse(ctx, pkt) {
-        pkt.src_ip = fe.addr;
-        pkt.src_port = fe.port;
-        return Lb::Translated;
+    if nat.flags & cfg_flags::SERVICES != 0 {
+        if let Some(fe) = reverse(ctx, pkt) {
+            pkt.src_ip = fe.addr;
+            pkt.src_port = fe.port;
+            return Lb::Translated;
+        }
     }
     if !nat.masquerades(&pkt.src_ip, &pkt.dst_ip) {
         return Lb::None;

@@ -31,7 +31,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lumen_abi::{
-    aggregation, AffinityKey, AffinityValue, L2ResponderValue, MaglevTable, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, BackendKey, CtKey, CtValue,
+    aggregation, cfg_flags, AffinityKey, AffinityValue, L2ResponderValue, MaglevTable, ct_flags, drop_reason, hdr_flags, kind, obs, reason, tcp, verdict, BackendKey, CtKey, CtValue,
     DatapathConfig, DropRecord, EndpointValue, IpcacheKey, IpcacheValue, L4Addr, LbTupleKey, PacketInfo, PolicyInfo,
     PolicyKey, PolicyValue, PolicyVerdictRecord, RecordHeader, ServiceKey, ServiceValue, TraceRecord, DROP_VERSION,
     POLICY_VERDICT_VERSION, TRACE_VERSION,
@@ -147,19 +147,26 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
         flags: c.flags,
     });
     let nat = nat.unwrap_or(lb::Nat::NONE);
-    // Before policy and conntrack, so both see the backend.
+    // Before policy and conntrack, so both see the backend. Nothing to translate (no
+    // services, no masquerading): no lookups at all.
+    let services = nat.flags & cfg_flags::SERVICES != 0;
+    let any_nat = nat.flags & (cfg_flags::SERVICES | cfg_flags::MASQUERADE) != 0;
     let translated = match point {
-        obs::FROM_ENDPOINT => lb::from_endpoint(ctx, &mut pkt),
-        obs::TO_ENDPOINT => lb::to_endpoint(ctx, &pkt),
+        obs::FROM_ENDPOINT if services => lb::from_endpoint(ctx, &mut pkt),
+        obs::TO_ENDPOINT if services => lb::to_endpoint(ctx, &pkt),
         obs::FROM_NETWORK => {
             if l2::is_arp(pkt.ethertype) {
                 if let Some(action) = l2::respond(ctx) {
                     return action;
                 }
             }
-            lb::from_network(ctx, &mut pkt, &nat.node_ipv4)
+            if any_nat {
+                lb::from_network(ctx, &mut pkt, &nat)
+            } else {
+                lb::Lb::None
+            }
         }
-        obs::TO_NETWORK => lb::to_network(ctx, &mut pkt, &nat),
+        obs::TO_NETWORK if any_nat => lb::to_network(ctx, &mut pkt, &nat),
         _ => lb::Lb::None,
     };
     match translated {

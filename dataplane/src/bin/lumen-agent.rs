@@ -97,6 +97,7 @@ async fn run(args: Args) -> Result<()> {
         node_ipv4,
         native_cidr: cfg.ipv4_native_routing_cidr,
         masquerade: cfg.bpf.masquerade,
+        kube_proxy_replacement: cfg.kube_proxy_replacement,
     })?;
     let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;

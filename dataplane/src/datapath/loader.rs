@@ -36,6 +36,8 @@ pub struct NatSettings {
     pub native_cidr: Option<ipnet::Ipv4Net>,
     /// `bpf.masquerade`.
     pub masquerade: bool,
+    /// `kubeProxyReplacement`.
+    pub kube_proxy_replacement: bool,
 }
 
 /// Errors of the datapath boundary.
@@ -288,11 +290,13 @@ impl Datapath {
                 .map(|n| n.network().octets())
                 .unwrap_or([0; 4]);
             c.native_prefix = nat.native_cidr.map(|n| n.prefix_len()).unwrap_or(0);
-            c.flags = if nat.masquerade {
-                cfg_flags::MASQUERADE
-            } else {
-                0
-            };
+            c.flags = 0;
+            if nat.masquerade {
+                c.flags |= cfg_flags::MASQUERADE;
+            }
+            if nat.kube_proxy_replacement {
+                c.flags |= cfg_flags::SERVICES;
+            }
         })
     }
 

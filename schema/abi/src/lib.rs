@@ -518,6 +518,9 @@ pub mod cfg_flags {
     /// `bpf.masquerade`: TCP/UDP from pods to addresses outside the native routing CIDR
     /// leave with the node's address (and a port of its choosing).
     pub const MASQUERADE: u8 = 1 << 0;
+    /// `kubeProxyReplacement`: services are load-balanced. Without it (and without
+    /// masquerading) the programs skip every translation lookup.
+    pub const SERVICES: u8 = 1 << 1;
 }
 
 /// Key of the `SERVICES` hash: one frontend. 20 bytes.
