@@ -407,12 +407,12 @@ impl Node {
                     cluster_pool: vec![pool],
                 },
             }),
-            load_balancer: LoadBalancerConfig {
-                algorithm: options.load_balancer_algorithm,
-            },
-            l2announcements: L2Config {
-                enabled: options.l2_announcements,
-            },
+            load_balancer: options
+                .load_balancer_algorithm
+                .map(|algorithm| LoadBalancerConfig { algorithm }),
+            l2announcements: options
+                .l2_announcements
+                .then_some(L2Config { enabled: true }),
             hubble: HubbleConfig {
                 listen_address: "0.0.0.0:4244",
                 socket_path: self.hubble_socket(),
@@ -538,8 +538,10 @@ struct AgentConfig<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     ipv4_native_routing_cidr: Option<&'static str>,
-    load_balancer: LoadBalancerConfig,
-    l2announcements: L2Config,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_balancer: Option<LoadBalancerConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l2announcements: Option<L2Config>,
     hubble: HubbleConfig<'a>,
     bpf: BpfConfig,
 }
@@ -558,8 +560,7 @@ struct IpamOperator {
 
 #[derive(Serialize)]
 struct LoadBalancerConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    algorithm: Option<&'static str>,
+    algorithm: &'static str,
 }
 
 #[derive(Serialize)]
