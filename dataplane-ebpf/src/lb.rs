@@ -10,7 +10,8 @@
 //! - Leaving on the uplink (`to_network`): a connection from outside to a backend on
 //!   another node under `externalTrafficPolicy: Cluster` is source-NATed to this node
 //!   (`SNAT_FWD`) so the reply returns here; a reply from a backend to an outside client
-//!   gets the frontend back as its source (`REVNAT`).
+//!   gets the frontend back as its source (`REVNAT`); with `bpf.masquerade`, pod traffic
+//!   leaving the native routing CIDR is source-NATed to the node the same way.
 //! - Entering a pod (`to_endpoint`): a reply to a pod's service connection gets the
 //!   frontend back as its source (`REVNAT`).
 //!
@@ -21,7 +22,8 @@
 //! Backend choice for a new connection (remembered in `LB_CT`, so every packet of the
 //! connection goes to the same backend): the client's previous backend under session
 //! affinity, else the service's Maglev table at [`five_tuple_hash`] (the same backend on
-//! every node), else `bpf_get_prandom_u32() % count`.
+//! every node), else `bpf_get_prandom_u32() % count`. Each new connection's translation
+//! is reported (a trace-sock record, verdict TRANSLATED in Hubble).
 //!
 //! Failure modes: a frontend without backends **fails closed** (the packet is dropped
 //! with `SERVICE_BACKEND_NOT_FOUND`, like Cilium). Anything else that goes wrong (headers
