@@ -295,6 +295,23 @@ fn reverse(ctx: &TcContext, pkt: &PacketInfo) -> Option<L4Addr> {
     Some(fe)
 }
 
+/// The header of a record of type `R` about the packet in `ctx`.
+#[inline(always)]
+fn header<R>(ctx: &TcContext, kind: u8, version: u8, point: u8, now: u64) -> RecordHeader {
+    RecordHeader {
+        kind,
+        version,
+        obs_point: point,
+        flags: 0,
+        // SAFETY: the context's skb pointer is valid for the program's run.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        len: core::mem::size_of::<R>() as u16,
+        _pad0: 0,
+        pkt_len: ctx.len(),
+        ktime_ns: now,
+    }
+}
+
 /// Reports a packet to a frontend without backends as dropped (a drop record with
 /// `SERVICE_BACKEND_NOT_FOUND` and no policy information).
 #[inline(never)]
@@ -308,17 +325,7 @@ pub fn report_no_backend(ctx: &TcContext, pkt: &PacketInfo, point: u8) {
     // SAFETY: `p` points at a reserved, writable DropRecord in the ring. Written field by
     // field, in place: a whole record on the stack would not fit.
     unsafe {
-        (*p).hdr = RecordHeader {
-            kind: kind::DROP,
-            version: DROP_VERSION,
-            obs_point: point,
-            flags: 0,
-            ifindex: (*ctx.skb.skb).ifindex,
-            len: core::mem::size_of::<DropRecord>() as u16,
-            _pad0: 0,
-            pkt_len: ctx.len(),
-            ktime_ns: now,
-        };
+        (*p).hdr = header::<DropRecord>(ctx, kind::DROP, DROP_VERSION, point, now);
         (*p).pkt = *pkt;
         (*p).policy = PolicyInfo {
             endpoint_id: 0,
@@ -424,17 +431,13 @@ pub fn report_translation(ctx: &TcContext, pkt: &PacketInfo, point: u8) {
     let p = entry.as_mut_ptr();
     // SAFETY: `p` points at a reserved, writable record in the ring, written in place.
     unsafe {
-        (*p).hdr = RecordHeader {
-            kind: kind::TRANSLATION,
-            version: TRANSLATION_VERSION,
-            obs_point: point,
-            flags: 0,
-            ifindex: (*ctx.skb.skb).ifindex,
-            len: core::mem::size_of::<TranslationRecord>() as u16,
-            _pad0: 0,
-            pkt_len: ctx.len(),
-            ktime_ns: bpf_ktime_get_ns(),
-        };
+        (*p).hdr = header::<TranslationRecord>(
+            ctx,
+            kind::TRANSLATION,
+            TRANSLATION_VERSION,
+            point,
+            bpf_ktime_get_ns(),
+        );
         (*p).pkt = *pkt;
         (*p).frontend = sc.orig;
         (*p).xlate_point = xlate_point::POST_DIRECTION_FWD;
