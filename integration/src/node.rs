@@ -63,6 +63,10 @@ pub struct AgentOptions {
     pub native_routing_cidr: Option<&'static str>,
     /// `bpf.masquerade` (default false; needs `native_routing_cidr`).
     pub masquerade: bool,
+    /// `encryption.enabled` with `encryption.type: wireguard` (default false).
+    pub encryption: bool,
+    /// `encryption.strictMode` with this `cidr` (default: off; needs `encryption`).
+    pub encryption_strict_cidr: Option<&'static str>,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -95,6 +99,8 @@ impl Default for AgentOptions {
             cluster_pool: None,
             native_routing_cidr: None,
             masquerade: false,
+            encryption: false,
+            encryption_strict_cidr: None,
         }
     }
 }
@@ -413,6 +419,13 @@ impl Node {
             l2announcements: options
                 .l2_announcements
                 .then_some(L2Config { enabled: true }),
+            encryption: options.encryption.then_some(EncryptionConfig {
+                enabled: true,
+                kind: "wireguard",
+                strict_mode: options
+                    .encryption_strict_cidr
+                    .map(|cidr| StrictModeConfig { enabled: true, cidr }),
+            }),
             hubble: HubbleConfig {
                 listen_address: "0.0.0.0:4244",
                 socket_path: self.hubble_socket(),
@@ -542,6 +555,8 @@ struct AgentConfig<'a> {
     load_balancer: Option<LoadBalancerConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     l2announcements: Option<L2Config>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<EncryptionConfig>,
     hubble: HubbleConfig<'a>,
     bpf: BpfConfig,
 }
@@ -566,6 +581,22 @@ struct LoadBalancerConfig {
 #[derive(Serialize)]
 struct L2Config {
     enabled: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EncryptionConfig {
+    enabled: bool,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_mode: Option<StrictModeConfig>,
+}
+
+#[derive(Serialize)]
+struct StrictModeConfig {
+    enabled: bool,
+    cidr: &'static str,
 }
 
 #[derive(Serialize)]
