@@ -193,3 +193,180 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Dura
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Bytes of each request and each response of [`tcp_rr`] (netperf `TCP_RR`'s default).
+pub const RR_BYTES: usize = 1;
+
+/// Starts a TCP echo server for [`tcp_rr`] on `port` in `pod`'s namespace: one thread per
+/// connection echoes whatever it reads, with `TCP_NODELAY`, until the peer closes. It also
+/// answers [`echo_works`]. `cpu`: the connection threads run on that CPU only. The threads
+/// run until the process exits.
+pub fn spawn_rr_server(pod: &Pod, port: u16, cpu: Option<usize>) -> Result<()> {
+    let listener = netns::in_netns(pod.netns(), move || {
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("binding TCP {port}"))
+    })
+    .with_context(|| format!("request/response server in {}", pod.name()))?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                if let Some(cpu) = cpu {
+                    let _ = pin_thread(cpu);
+                }
+                let _ = conn.set_nodelay(true);
+                let mut buf = [0u8; 4096];
+                loop {
+                    match (&conn).read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if (&conn).write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// What one [`tcp_rr`] run achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct RrRate {
+    /// Completed transactions (request sent, response read) per second, all connections.
+    pub per_second: f64,
+    /// Completed transactions.
+    pub transactions: u64,
+    /// Connections that broke before the end (a read or write failed or timed out).
+    pub broken: u64,
+}
+
+/// TCP request/response rate, like netperf `TCP_RR`: `connections` connections from
+/// `client`'s namespace to `to` (a [`spawn_rr_server`]), each a thread sending
+/// [`RR_BYTES`] and waiting for the [`RR_BYTES`] answer, back to back, for `duration`.
+/// Connections are opened before the clock starts. `cpu`: the client threads run on that
+/// CPU only. Fails if a connection cannot be opened.
+pub fn tcp_rr(
+    client: &Pod,
+    to: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    cpu: Option<usize>,
+) -> Result<RrRate> {
+    let connections = connections.max(1);
+    let start = Arc::new(Barrier::new(connections + 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = vec![];
+    for _ in 0..connections {
+        let fd = netns::open_netns(client.netns())?;
+        let (start, stop) = (start.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || -> Result<(u64, bool)> {
+            if let Some(cpu) = cpu {
+                let _ = pin_thread(cpu);
+            }
+            let opened = netns::enter_netns(&fd).context("setns").and_then(|()| {
+                let s = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                    .with_context(|| format!("connecting to {to}"))?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.set_write_timeout(Some(Duration::from_secs(2)))?;
+                Ok(s)
+            });
+            start.wait();
+            let mut s = opened?;
+            let (req, mut resp) = ([0x5au8; RR_BYTES], [0u8; RR_BYTES]);
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if s.write_all(&req)
+                    .and_then(|()| s.read_exact(&mut resp))
+                    .is_err()
+                {
+                    return Ok((done, true));
+                }
+                done += 1;
+            }
+            Ok((done, false))
+        }));
+    }
+    start.wait();
+    let began = Instant::now();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let (mut transactions, mut broken) = (0, 0);
+    let mut first_error = None;
+    for t in threads {
+        match t
+            .join()
+            .map_err(|_| anyhow::anyhow!("request/response worker panicked"))?
+        {
+            Ok((n, b)) => {
+                transactions += n;
+                broken += u64::from(b);
+            }
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let secs = began.elapsed().as_secs_f64();
+    Ok(RrRate {
+        per_second: transactions as f64 / secs,
+        transactions,
+        broken,
+    })
+}
+
+/// Restricts the calling thread to CPU `cpu`.
+pub fn pin_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for
+    // cpu < CPU_SETSIZE, which sched_setaffinity checks against the machine anyway.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// One [`iperf_tcp`] run.
+#[derive(Debug, Clone, Copy)]
+pub struct IperfRun {
+    /// Gbit/s received.
+    pub gbps: f64,
+    /// Segments the sender retransmitted.
+    pub retransmits: u64,
+}
+
+/// Like [`iperf_tcp_gbps`], with the sender's retransmissions.
+pub fn iperf_tcp(client: &Pod, server: IpAddr, port: u16, seconds: u32) -> Result<IperfRun> {
+    let out = client.exec(
+        "iperf3",
+        [
+            "-c",
+            &server.to_string(),
+            "-p",
+            &port.to_string(),
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ],
+    )?;
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stdout)))?;
+    if let Some(e) = j.get("error") {
+        bail!("iperf3 to {server}:{port}: {e}");
+    }
+    Ok(IperfRun {
+        gbps: j["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9,
+        retransmits: j["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    })
+}

@@ -133,6 +133,7 @@ fn main() -> Result<()> {
             run(Command::new(bins.join("lab-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("policy-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("lb-bench")).env("LUMEN_BIN_DIR", &bins))?;
+            run(Command::new(bins.join("routing-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("relay-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("l2-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("ui-bench")).env("LUMEN_BIN_DIR", &bins))
