@@ -42,6 +42,12 @@
 //!    route MTU is set; the learnt path MTU is printed per run, and flushed from both pods'
 //!    route caches (`ip route flush cache`) before every case so it does not carry over.
 //!
+//!    The `wireguard-go` is whatever is installed (Debian 12: 0.0.20220316, which predates
+//!    wireguard-go's TUN offloads and does not enlarge its UDP socket buffers; the 208 KiB
+//!    default, `net.core.rmem_default`, cannot be raised per namespace). Its version and the
+//!    datagrams node2 dropped for a full receive buffer (`RcvbufErrors`) are printed, as they
+//!    explain most of its retransmissions.
+//!
 //! Encryption is checked, not assumed: the UDP datagrams node1's namespace sends during the
 //! throughput run are counted (`/proc/net/snmp`); an encrypting case must send at least a
 //! thousand (the tunnel's packets), a plain one must not, or the case's round fails.
@@ -159,6 +165,8 @@ struct Run {
     rr_parallel: Option<f64>,
     /// UDP datagrams node1 sent during the throughput run.
     udp_out: Option<u64>,
+    /// UDP datagrams node2 dropped for a full receive buffer during the throughput run.
+    udp_rcvbuf_drops: Option<u64>,
     /// Programs attached in node1's namespace (tc/TCX/XDP).
     programs: usize,
     /// Request/response connections that broke during a run.
@@ -363,6 +371,11 @@ fn tcx_count(ifindex: u32, attach_type: u32) -> std::io::Result<u32> {
 
 /// UDP datagrams `node`'s namespace has sent (`OutDatagrams` of `/proc/net/snmp`).
 fn udp_out_datagrams(node: &Node) -> Result<u64> {
+    udp_counter(node, "OutDatagrams")
+}
+
+/// Counter `name` of the `Udp:` lines of `node`'s `/proc/net/snmp`.
+fn udp_counter(node: &Node, name: &str) -> Result<u64> {
     let snmp = node.exec_ok("cat", ["/proc/net/snmp"])?;
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (udp.next(), udp.next());
@@ -372,9 +385,9 @@ fn udp_out_datagrams(node: &Node) -> Result<u64> {
     names
         .split_whitespace()
         .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "OutDatagrams")
+        .find(|(n, _)| *n == name)
         .and_then(|(_, v)| v.parse().ok())
-        .context("no Udp OutDatagrams in /proc/net/snmp")
+        .with_context(|| format!("no Udp {name} in /proc/net/snmp"))
 }
 
 /// Removes every route to `cidr` from `node`'s main table.
@@ -513,6 +526,7 @@ impl Bench {
         }
         let secs = seconds();
         let udp0 = udp_out_datagrams(&self.node1);
+        let rcvbuf0 = udp_counter(&self.node2, "RcvbufErrors");
         match bench::iperf_tcp(&self.client, self.server.ip(), IPERF_PORT, secs as u32) {
             Ok(r) => {
                 run.gbps = Some(r.gbps);
@@ -523,6 +537,9 @@ impl Bench {
         run.path_mtu = self.path_mtu();
         if let (Ok(a), Ok(b)) = (udp0, udp_out_datagrams(&self.node1)) {
             run.udp_out = Some(b.saturating_sub(a));
+        }
+        if let (Ok(a), Ok(b)) = (rcvbuf0, udp_counter(&self.node2, "RcvbufErrors")) {
+            run.udp_rcvbuf_drops = Some(b.saturating_sub(a));
         }
         for (connections, slot) in [(1, &mut run.rr), (RR_PARALLEL, &mut run.rr_parallel)] {
             match bench::tcp_rr(
@@ -542,7 +559,7 @@ impl Bench {
             }
         }
         eprintln!(
-            "routing-bench:   {:<13} {:>6} Gbit/s {:>8} tx/s {:>8} tx/s (x{RR_PARALLEL}); {} retransmits, path MTU {}, {} UDP datagrams out of node1, {} programs in node1, setup {setup_s:.1} s",
+            "routing-bench:   {:<13} {:>6} Gbit/s {:>8} tx/s {:>8} tx/s (x{RR_PARALLEL}); {} retransmits, path MTU {}, {} UDP datagrams out of node1 ({} dropped by node2's full receive buffers), {} programs in node1, setup {setup_s:.1} s",
             case.name(),
             fmt_opt(run.gbps, 2),
             fmt_opt(run.rr, 0),
@@ -550,6 +567,7 @@ impl Bench {
             run.retransmits.map(|u| u.to_string()).unwrap_or("?".into()),
             run.path_mtu.map(|u| u.to_string()).unwrap_or("-".into()),
             run.udp_out.map(|u| u.to_string()).unwrap_or("?".into()),
+            run.udp_rcvbuf_drops.map(|u| u.to_string()).unwrap_or("?".into()),
             run.programs,
         );
         // A case that is not what it says must not count as that case.
@@ -660,6 +678,17 @@ fn main() -> Result<()> {
             bail!("{tool} is not installed");
         }
     }
+    let wg_go_version = std::process::Command::new("wireguard-go")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
     let load_before = loadavg();
     let b = setup()?;
     let (secs, nrounds) = (seconds(), rounds());
@@ -700,7 +729,7 @@ fn main() -> Result<()> {
         "\nCross-node pod-to-pod (routing-bench): client pod on node1 → server pod on node2, {secs} s per measurement, \
          {nrounds} rounds (one block per case, order rotating)\n\
          (Gbit/s: iperf3, 1 TCP stream; RR: 1-byte request → 1-byte response on 1 connection, and on {RR_PARALLEL}, transactions/s;\n\
-         medians of the rounds that ran; machine: {} CPUs, load average {load_before} before, {load_after} after)",
+         medians of the rounds that ran; {wg_go_version}; machine: {} CPUs, load average {load_before} before, {load_after} after)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     let _ = writeln!(
@@ -758,6 +787,7 @@ fn main() -> Result<()> {
                 "gbps_median": median_of(&gbps(case)), "rr_median": median_of(&rr(case)),
                 "rr_parallel_median": median_of(&rr4(case)),
                 "udp_datagrams_out": case_runs.iter().map(|r| r.udp_out).collect::<Vec<_>>(),
+                "udp_rcvbuf_drops_node2": case_runs.iter().map(|r| r.udp_rcvbuf_drops).collect::<Vec<_>>(),
                 "programs_node1": case_runs.iter().map(|r| r.programs).collect::<Vec<_>>(),
                 "rr_connections_broken": broken,
                 "iperf_retransmits": case_runs.iter().map(|r| r.retransmits).collect::<Vec<_>>(),
@@ -845,6 +875,7 @@ fn main() -> Result<()> {
                 "lumen_wg_over_wireguard_go": {"gbps": wg[0], "rr": wg[1], "rr_parallel": wg[2]},
                 "lumen_wg_over_native": {"gbps": enc[0], "rr": enc[1], "rr_parallel": enc[2]},
             },
+            "wireguard_go": wg_go_version,
             "load_average": [load_before, load_after],
             "targets": verdicts.iter().map(|(w, ok, v)| json!({"target": w, "pass": ok, "value": v})).collect::<Vec<_>>(),
         })
