@@ -38,7 +38,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lumen_abi::{
-    backend_flags, cfg_flags, drop_reason, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, tcp, AffinityKey,
+    backend_flags, cfg_flags, five_tuple_hash, ipver, kind, l4_flags, proto, svc_flags, tcp, AffinityKey,
     AffinityValue, BackendKey, DropRecord, L4Addr, LbTupleKey, PacketInfo, PolicyInfo, RecordHeader, ServiceKey,
     ServiceValue, TranslationRecord, DROP_VERSION, MAGLEV_TABLE_SIZE, TRANSLATION_VERSION, xlate_point,
 };
@@ -86,7 +86,7 @@ pub enum Lb {
     Translated,
     /// A new connection translated to a backend: report it ([`report_translation`]).
     NewConnection,
-    /// The destination is a frontend without backends: drop ([`report_no_backend`]).
+    /// The destination is a frontend without backends: drop ([`report_drop`]).
     NoBackend,
 }
 
@@ -312,10 +312,11 @@ fn header<R>(ctx: &TcContext, kind: u8, version: u8, point: u8, now: u64) -> Rec
     }
 }
 
-/// Reports a packet to a frontend without backends as dropped (a drop record with
-/// `SERVICE_BACKEND_NOT_FOUND` and no policy information).
+/// Reports a packet as dropped for `reason` (a drop record without policy information):
+/// a frontend without backends (`SERVICE_BACKEND_NOT_FOUND`), unencrypted pod traffic
+/// under strict encryption (`UNENCRYPTED_TRAFFIC`).
 #[inline(never)]
-pub fn report_no_backend(ctx: &TcContext, pkt: &PacketInfo, point: u8) {
+pub fn report_drop(ctx: &TcContext, pkt: &PacketInfo, point: u8, reason: u16) {
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<DropRecord>(0) else {
         count_lost();
@@ -337,7 +338,7 @@ pub fn report_no_backend(ctx: &TcContext, pkt: &PacketInfo, point: u8) {
             verdict: 0,
             _pad: [0; 5],
         };
-        (*p).drop_reason = drop_reason::SERVICE_BACKEND_NOT_FOUND;
+        (*p).drop_reason = reason;
         (*p)._pad = [0; 6];
     }
     // Drops are rare: wake the reader now.

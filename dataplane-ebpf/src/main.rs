@@ -12,9 +12,12 @@
 //!   on their conntrack entry, so a policy change applies to new connections.
 //! - Service load balancing (see [`lb`]) fails closed for a frontend without backends and
 //!   open otherwise. The L2 announcement ARP responder ([`l2`]) fails open.
+//! - Encryption ([`crypto`]) fails closed: pod traffic for a WireGuard peer goes into the
+//!   tunnel or nowhere, and strict mode drops pod-to-pod traffic leaving in clear.
 #![no_std]
 #![no_main]
 
+mod crypto;
 mod l2;
 mod lb;
 mod parse;
@@ -25,7 +28,7 @@ use aya_ebpf::{
         BPF_F_NO_COMMON_LRU, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_SHOT,
         TC_ACT_UNSPEC,
     },
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_redirect},
     macros::{classifier, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
@@ -103,6 +106,10 @@ static SNAT_FWD: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0)
 static SNAT_REV: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0);
 
 /// IPv4 address (network order) → announcing interface and lease expiry (L2 announcements).
+/// WireGuard peers' allowed IPv4 prefixes → the WireGuard device's ifindex.
+#[map]
+static WG_PEERS: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(16_384, 0);
+
 #[map]
 static L2_RESPONDER: HashMap<[u8; 4], L2ResponderValue> = HashMap::pinned(65_536, 0);
 
@@ -130,6 +137,13 @@ pub fn to_network(ctx: TcContext) -> i32 {
     observe(&ctx, obs::TO_NETWORK)
 }
 
+/// tc ingress on the WireGuard device: packets other nodes sent through the tunnel,
+/// decrypted (an L3 device: no Ethernet header).
+#[classifier]
+pub fn from_crypto(ctx: TcContext) -> i32 {
+    observe(&ctx, obs::FROM_CRYPTO)
+}
+
 // Parsing and load balancing happen here, conntrack, policy and records in
 // `try_observe`: two sibling calls, so their stack frames never add up beyond the
 // verifier's 512 bytes.
@@ -137,7 +151,7 @@ pub fn to_network(ctx: TcContext) -> i32 {
 fn observe(ctx: &TcContext, point: u8) -> i32 {
     let mut pkt = PacketInfo::zeroed();
     let mut flags = 0u8;
-    if parse::packet(ctx, &mut pkt).is_err() {
+    if parse::packet(ctx, &mut pkt, point == obs::FROM_CRYPTO).is_err() {
         flags |= hdr_flags::TRUNCATED;
     }
     let nat = CONFIG.get(0).map(|c| lb::Nat {
@@ -177,9 +191,30 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
             lb::report_translation(ctx, &pkt, point);
         }
         lb::Lb::NoBackend => {
-            lb::report_no_backend(ctx, &pkt, point);
+            lb::report_drop(ctx, &pkt, point, drop_reason::SERVICE_BACKEND_NOT_FOUND);
             return TC_ACT_SHOT as i32;
         }
+    }
+    // After translation: a service's backend on another node is a peer's address.
+    match point {
+        obs::FROM_ENDPOINT => {
+            if let Some(wg) = crypto::peer_device(&pkt, nat.flags) {
+                let action = track(ctx, point, &pkt, flags | hdr_flags::ENCRYPTED);
+                if action == TC_ACT_SHOT as i32 {
+                    return action;
+                }
+                // SAFETY: a helper call; an ifindex that no longer exists drops the packet.
+                return unsafe { bpf_redirect(wg, 0) } as i32;
+            }
+        }
+        obs::FROM_CRYPTO => flags |= hdr_flags::ENCRYPTED,
+        obs::TO_NETWORK if nat.flags & cfg_flags::STRICT_ENCRYPTION != 0 => {
+            if crypto::strict_violation(&pkt) {
+                lb::report_drop(ctx, &pkt, point, drop_reason::UNENCRYPTED_TRAFFIC);
+                return TC_ACT_SHOT as i32;
+            }
+        }
+        _ => {}
     }
     track(ctx, point, &pkt, flags)
 }
@@ -216,6 +251,9 @@ fn try_observe(ctx: &TcContext, point: u8, pkt: &PacketInfo, flags: u8) -> Resul
         native_prefix: 0,
         flags: 0,
         _pad: [0; 2],
+        strict_cidr: [0; 4],
+        strict_prefix: 0,
+        _pad2: [0; 3],
     });
 
     let hdr = |kind: u8, version: u8, len: usize, flags: u8| RecordHeader {
@@ -268,11 +306,13 @@ fn try_observe(ctx: &TcContext, point: u8, pkt: &PacketInfo, flags: u8) -> Resul
     if !ct.report {
         return Ok(TC_ACT_UNSPEC);
     }
+    // Traffic handed to the tunnel is reported where it goes, not where it came from.
+    let trace_point = if point == obs::FROM_ENDPOINT && flags & hdr_flags::ENCRYPTED != 0 { obs::TO_CRYPTO } else { point };
     emit(&TraceRecord {
         hdr: RecordHeader {
             kind: kind::TRACE,
             version: TRACE_VERSION,
-            obs_point: point,
+            obs_point: trace_point,
             flags: flags | ct.flags,
             ifindex,
             len: core::mem::size_of::<TraceRecord>() as u16,

@@ -34,11 +34,22 @@ fn load<T: Copy>(ctx: &TcContext, off: usize) -> Result<T, Truncated> {
     ctx.load::<T>(off).map_err(|_| Truncated)
 }
 
-/// Fills `pkt` from the packet in `ctx`.
+/// Fills `pkt` from the packet in `ctx`. `l3`: the device has no link-layer header (a
+/// TUN such as the WireGuard device): the packet starts at the IP header and its
+/// protocol comes from the skb.
 // Not inlined: its header buffers get a frame of their own, a sibling of the later
 // stages' frames rather than part of them.
 #[inline(never)]
-pub fn packet(ctx: &TcContext, pkt: &mut PacketInfo) -> Result<(), Truncated> {
+pub fn packet(ctx: &TcContext, pkt: &mut PacketInfo, l3: bool) -> Result<(), Truncated> {
+    if l3 {
+        let ethertype = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+        pkt.ethertype = ethertype;
+        return match ethertype {
+            ETH_P_IP => ipv4(ctx, 0, pkt),
+            ETH_P_IPV6 => ipv6(ctx, 0, pkt),
+            _ => Ok(()),
+        };
+    }
     let eth: [u8; ETH_HLEN] = load(ctx, 0)?;
     pkt.dst_mac.copy_from_slice(&eth[0..6]);
     pkt.src_mac.copy_from_slice(&eth[6..12]);

@@ -1,6 +1,6 @@
 //! The admin side of the local API, what `lumen status`, `lumen endpoint list`,
-//! `lumen policy get`, `lumen identity list` and `lumen service list` ask the agent (the operator's
-//! `cilium status` / `cilium endpoint list` habit). Same socket and framing as the CNI
+//! `lumen policy get`, `lumen identity list`, `lumen service list` and `lumen encrypt
+//! rotate-key` ask the agent (the operator's `cilium status` / `cilium endpoint list` habit). Same socket and framing as the CNI
 //! requests: one JSON object per line, told apart by `op`.
 
 use crate::{
@@ -27,16 +27,19 @@ pub enum AdminRequest {
     IdentityList {},
     /// Service frontends on this node with their backends, and LB-IPAM status.
     ServiceList {},
+    /// Replace this node's WireGuard key (connections stay up).
+    EncryptRotateKey {},
 }
 
 impl AdminRequest {
     /// The `op` values admin requests use (everything else is a CNI request).
-    pub const OPS: [&'static str; 5] = [
+    pub const OPS: [&'static str; 6] = [
         "status",
         "endpoint_list",
         "policy_get",
         "identity_list",
         "service_list",
+        "encrypt_rotate_key",
     ];
 }
 
@@ -83,6 +86,9 @@ pub struct StatusReport {
     /// Routing: mode, settings and the node routes in place.
     #[serde(default)]
     pub routing: RoutingStatus,
+    /// Node-to-node encryption (none: disabled).
+    #[serde(default)]
+    pub encryption: Option<crate::encryption::EncryptionStatus>,
 }
 
 /// The routing part of `lumen status`.
@@ -165,6 +171,11 @@ pub enum AdminResponse {
         /// Services or EndpointSlices that do not parse.
         problems: Vec<String>,
     },
+    /// `encrypt_rotate_key`.
+    KeyRotated {
+        /// The node's new public key.
+        public_key: String,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -222,6 +233,7 @@ pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
                 .map(|(c, g)| (c.to_string(), g.to_string()))
                 .collect(),
         },
+        encryption: agent.encryption.get().map(|e| e.status()),
     }
 }
 
@@ -260,6 +272,19 @@ pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
     let r = agent.policy_report();
     match req {
         AdminRequest::ServiceList {} => service_list(agent),
+        AdminRequest::EncryptRotateKey {} => match agent.encryption.get() {
+            None => AdminResponse::Error {
+                message: "encryption is not enabled on this node (encryption.enabled: true)".into(),
+            },
+            Some(enc) => match enc.rotate_key() {
+                Ok(key) => AdminResponse::KeyRotated {
+                    public_key: key.to_base64(),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            },
+        },
         AdminRequest::Status {} => AdminResponse::Status(Box::new(status(agent, &r))),
         AdminRequest::EndpointList {} => AdminResponse::Endpoints {
             endpoints: r.endpoints.clone(),

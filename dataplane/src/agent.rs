@@ -102,6 +102,8 @@ pub struct Agent {
     pub l2_status: crate::l2::Status,
     /// Node routes in place (`autoDirectNodeRoutes`), for `lumen status`.
     pub routes: crate::routing::Installed,
+    /// WireGuard encryption, once started (`encryption.enabled`).
+    pub encryption: std::sync::OnceLock<Arc<crate::encryption::Encryption>>,
     datapath: Mutex<Datapath>,
     endpoints: Mutex<EndpointStore>,
     ipam: tokio::sync::Mutex<Option<IpamState>>,
@@ -133,6 +135,7 @@ impl Agent {
             started_at: SystemTime::now(),
             l2_status: Default::default(),
             routes: Default::default(),
+            encryption: Default::default(),
             datapath: Mutex::new(datapath),
             endpoints: Mutex::new(endpoints),
             ipam: tokio::sync::Mutex::new(None),
@@ -299,6 +302,15 @@ impl Agent {
             }
             wanted.insert(dev.clone());
         }
+        if self.encryption.get().is_some() {
+            let dev = crate::encryption::INTERFACE;
+            // The device is new with every agent: a link pinned on its predecessor
+            // would be adopted, yet attached to nothing.
+            let _ = dp.detach(dev, Hook::CryptoIngress);
+            let outcome = dp.attach(dev, Hook::CryptoIngress)?;
+            tracing::info!(device = dev, ?outcome, "WireGuard device observed");
+            wanted.insert(dev.to_string());
+        }
         let eps: Vec<_> = self.endpoints.lock().all().cloned().collect();
         for ep in eps {
             let ifname = &ep.spec.host_ifname;
@@ -437,6 +449,7 @@ impl Agent {
             ip,
             prefix_len: st.cidr.prefix_len(),
             gateway: st.gateway,
+            mtu: self.cfg.encryption.enabled.then(|| self.cfg.pod_mtu()),
         })
     }
 

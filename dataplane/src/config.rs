@@ -90,6 +90,14 @@ pub struct AgentConfig {
     /// `l2announcements.*`: answer ARP for LoadBalancer IPs on the uplink.
     #[serde(default)]
     pub l2announcements: L2AnnouncementsConfig,
+    /// `encryption.*`: node-to-node encryption of pod traffic.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    /// `MTU`: the uplink MTU pod MTUs derive from. Default 0: read from the first of
+    /// `devices` (1500 if that fails). With WireGuard on, pods get this minus 80 bytes,
+    /// the tunnel's overhead (as in Cilium).
+    #[serde(default, rename = "MTU")]
+    pub mtu: u32,
     /// Hubble server settings.
     #[serde(default)]
     pub hubble: HubbleConfig,
@@ -287,6 +295,68 @@ pub enum LbAlgorithm {
     Maglev,
 }
 
+/// `encryption.*`, as in Cilium's Helm values:
+///
+/// ```yaml
+/// encryption:
+///   enabled: true            # default false
+///   type: wireguard          # the only type (ipsec is refused)
+///   wireguard:
+///     persistentKeepalive: 0s  # default 0s: off
+///   strictMode:
+///     enabled: true          # default false
+///     cidr: 10.100.0.0/16    # required with strict mode: pod-to-pod traffic inside it
+///                            # never leaves a node unencrypted (dropped: UNENCRYPTED_TRAFFIC)
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Encrypt pod traffic between nodes. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `encryption.type`. Default `wireguard`.
+    #[serde(default, rename = "type")]
+    pub kind: EncryptionType,
+    /// `encryption.wireguard.*`.
+    #[serde(default)]
+    pub wireguard: WireguardConfig,
+    /// `encryption.strictMode.*`.
+    #[serde(default)]
+    pub strict_mode: StrictModeConfig,
+}
+
+/// `encryption.type`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionType {
+    /// WireGuard (userspace, on a TUN device: this kernel has no WireGuard module).
+    #[default]
+    Wireguard,
+    /// IPsec: refused (not implemented).
+    Ipsec,
+}
+
+/// `encryption.wireguard.*`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WireguardConfig {
+    /// Keepalive interval towards every peer. Default `0s`: off.
+    #[serde(default, with = "humantime_serde_compat")]
+    pub persistent_keepalive: Duration,
+}
+
+/// `encryption.strictMode.*`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StrictModeConfig {
+    /// Drop pod-to-pod traffic inside `cidr` that would leave unencrypted. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The pod range it covers. Required when enabled.
+    #[serde(default)]
+    pub cidr: Option<ipnet::Ipv4Net>,
+}
+
 /// `l2announcements.*`. The lease timings are Cilium's names; the defaults are shorter
 /// than Cilium's (15 s / 5 s / 2 s) so a failover takes under 3 s.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -479,6 +549,21 @@ impl AgentConfig {
                     .into(),
             });
         }
+        if self.encryption.enabled && self.encryption.kind == EncryptionType::Ipsec {
+            return Err(ConfigError::Invalid {
+                key: "encryption.type",
+                reason: "ipsec is not supported: use `type: wireguard`".into(),
+            });
+        }
+        if self.encryption.strict_mode.enabled
+            && (!self.encryption.enabled || self.encryption.strict_mode.cidr.is_none())
+        {
+            return Err(ConfigError::Invalid {
+                key: "encryption.strictMode",
+                reason: "strict mode needs encryption.enabled: true and encryption.strictMode.cidr                          (the pod range, e.g. 10.100.0.0/16)"
+                    .into(),
+            });
+        }
         if self.ipam.mode == IpamMode::ClusterPool
             && self
                 .ipam
@@ -556,6 +641,32 @@ impl AgentConfig {
     /// Flow ring capacity: Hubble rounds up to 2^n - 1.
     pub fn ring_capacity(&self) -> usize {
         (self.hubble.event_buffer_capacity + 1).next_power_of_two() - 1
+    }
+    /// `encryption.strictMode.cidr` when strict mode is on.
+    pub fn strict_cidr(&self) -> Option<ipnet::Ipv4Net> {
+        let strict = &self.encryption.strict_mode;
+        strict.enabled.then_some(strict.cidr).flatten()
+    }
+
+    /// The uplink MTU: `MTU`, else the first device's, else 1500.
+    pub fn device_mtu(&self) -> u32 {
+        if self.mtu != 0 {
+            return self.mtu;
+        }
+        self.devices
+            .first()
+            .and_then(|d| crate::node_setup::mtu(d))
+            .unwrap_or(1500)
+    }
+
+    /// The pods' MTU: the uplink's, less the WireGuard overhead when encryption is on.
+    pub fn pod_mtu(&self) -> u32 {
+        let mtu = self.device_mtu();
+        if self.encryption.enabled {
+            mtu.saturating_sub(crate::encryption::OVERHEAD).max(1280)
+        } else {
+            mtu
+        }
     }
 }
 

@@ -223,8 +223,8 @@ fn direction(point: u8, reply: Option<bool>) -> flow::TrafficDirection {
     use flow::TrafficDirection::*;
     let Some(reply) = reply else { return Unknown };
     let leaving = match point {
-        obs::FROM_ENDPOINT | obs::TO_NETWORK => true,
-        obs::TO_ENDPOINT | obs::FROM_NETWORK => false,
+        obs::FROM_ENDPOINT | obs::TO_NETWORK | obs::TO_CRYPTO => true,
+        obs::TO_ENDPOINT | obs::FROM_NETWORK | obs::FROM_CRYPTO => false,
         _ => return Unknown,
     };
     if leaving != reply {
@@ -254,7 +254,8 @@ pub fn flow(ev: &FlowEvent) -> Flow {
     let mut f = Flow {
         time: Some(timestamp(ev.time_ns)),
         uuid: uuid_string(ev.uuid),
-        ethernet: Some(Ethernet {
+        // The WireGuard device is L3: what it decrypts has no Ethernet header.
+        ethernet: (hdr.obs_point != obs::FROM_CRYPTO).then(|| Ethernet {
             source: mac(&pkt.src_mac),
             destination: mac(&pkt.dst_mac),
         }),
@@ -266,6 +267,7 @@ pub fn flow(ev: &FlowEvent) -> Flow {
             } else {
                 flow::IpVersion::IPv6
             } as i32,
+            encrypted: hdr.flags & hdr_flags::ENCRYPTED != 0,
             ..Default::default()
         }),
         l4,

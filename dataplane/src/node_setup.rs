@@ -126,6 +126,39 @@ pub fn ifindex(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// The MTU of an interface in this network namespace (`SIOCGIFMTU`; sysfs would show
+/// the namespace it was mounted in).
+pub fn mtu(name: &str) -> Option<u32> {
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: plain socket call; the descriptor is owned (and closed) below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes `ifru_mtu` of a valid ifreq.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFMTU,
+            &mut req,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: on success the kernel filled the union's MTU member.
+    Some(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+}
+
 /// IPv4 addresses of an interface (the uplink's are the node's own).
 pub async fn addresses(name: &str) -> Vec<IpAddr> {
     let Ok((conn, handle, _)) = rtnetlink::new_connection() else {

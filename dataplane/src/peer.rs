@@ -165,6 +165,7 @@ mod tests {
                     address: a.parse().unwrap(),
                 })
                 .collect(),
+            wg_pub_key: None,
         }
     }
 

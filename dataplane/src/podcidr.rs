@@ -8,8 +8,9 @@
 //! so two agents never take the same one; a block it already holds is kept, so the pod
 //! CIDR is stable across restarts. A pool with no free block is an error naming the pool.
 
-use crate::state::lock::{write_atomic, FileLock};
+use crate::state::lock::FileLock;
 use crate::state::manifests::{parse_objects, ManifestDir};
+use crate::state::node_record;
 use ipnet::Ipv4Net;
 use std::{
     collections::BTreeMap,
@@ -92,18 +93,6 @@ pub fn choose(
     })
 }
 
-/// File name of a node's `CiliumNode` record in the status directory.
-pub fn record_file(node: &str) -> String {
-    format!("ciliumnode.{node}.yaml")
-}
-
-/// The `CiliumNode` record of `node` holding `cidr`.
-pub fn record_yaml(node: &str, cidr: &Ipv4Net) -> String {
-    format!(
-        "apiVersion: cilium.io/v2\nkind: CiliumNode\nmetadata:\n  name: {node}\nspec:\n  ipam:\n    podCIDRs: [\"{cidr}\"]\n"
-    )
-}
-
 /// Every node's claimed pod CIDRs from the `CiliumNode` records in `status_dir`.
 fn read_claims(status_dir: &Path) -> Result<BTreeMap<String, Vec<Ipv4Net>>, PodCidrError> {
     let mut out = BTreeMap::new();
@@ -163,8 +152,11 @@ pub fn claim(
     let claimed = read_claims(&dir)?;
     let cidr = choose(pools, mask, &claimed, me)?;
     if claimed.get(me).map(Vec::as_slice) != Some(&[cidr][..]) {
-        let path = dir.join(record_file(me));
-        write_atomic(&path, &record_yaml(me, &cidr)).map_err(io(&path))?;
+        let path = node_record::path(&dir, me);
+        node_record::modify(&dir, me, |doc| {
+            node_record::set_pod_cidrs(doc, &[cidr.to_string()])
+        })
+        .map_err(io(&path))?;
         tracing::info!(node = me, %cidr, "pod CIDR claimed from the cluster pool");
     }
     Ok(cidr)
@@ -235,7 +227,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(claim(dir.path(), "a", &pools, 24).unwrap(), a);
         let text =
-            std::fs::read_to_string(ManifestDir::status_dir(dir.path()).join(record_file("b")))
+            std::fs::read_to_string(node_record::path(&ManifestDir::status_dir(dir.path()), "b"))
                 .unwrap();
         assert!(
             text.contains("kind: CiliumNode") && text.contains(&b.to_string()),

@@ -422,9 +422,10 @@ impl Node {
             encryption: options.encryption.then_some(EncryptionConfig {
                 enabled: true,
                 kind: "wireguard",
-                strict_mode: options
-                    .encryption_strict_cidr
-                    .map(|cidr| StrictModeConfig { enabled: true, cidr }),
+                strict_mode: options.encryption_strict_cidr.map(|cidr| StrictModeConfig {
+                    enabled: true,
+                    cidr,
+                }),
             }),
             hubble: HubbleConfig {
                 listen_address: "0.0.0.0:4244",

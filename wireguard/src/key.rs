@@ -163,6 +163,33 @@ impl PrivateKey {
     }
 }
 
+impl PrivateKey {
+    /// Replaces the key file at `path` with this key, atomically (a `0600` file renamed
+    /// over it): a crash leaves the old key or the new one, never half of either.
+    pub fn store(&self, path: &Path) -> Result<(), KeyError> {
+        let io_err = |op| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Io { op, path, source }
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.new"));
+        let _ = fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("creating"))?;
+        file.write_all(format!("{}\n", self.to_base64()).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io_err("writing"))?;
+        fs::rename(&tmp, path).map_err(io_err("replacing"))
+    }
+}
+
 impl FromStr for PrivateKey {
     type Err = KeyError;
     fn from_str(s: &str) -> Result<PrivateKey, KeyError> {

@@ -271,7 +271,7 @@ fn add(conf: &NetConf, target: &Target) -> Result<Done, Failure> {
         netns: target.netns.clone(),
         ip: allocated.ip,
         gateway: allocated.gateway,
-        mtu: conf.mtu,
+        mtu: allocated.mtu.unwrap_or(conf.mtu),
     };
     let host_ifname = spec.host_ifname();
     let rollback = |error: CniError| Failure {

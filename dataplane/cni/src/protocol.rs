@@ -75,6 +75,10 @@ pub struct IpamResult {
     pub prefix_len: u8,
     /// The pod's gateway (the agent's router address on `lumen_host`).
     pub gateway: IpAddr,
+    /// The pod interface's MTU when the agent decides it (WireGuard reserves room for
+    /// its overhead); otherwise the network configuration's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// The agent's answer.

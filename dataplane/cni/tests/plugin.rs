@@ -124,6 +124,7 @@ impl DoubleState {
                     .allocate(&attachment, &format!("{pod_namespace}/{pod_name}"))
                 {
                     Ok(ip) => Response::Allocated(IpamResult {
+                        mtu: None,
                         ip,
                         prefix_len: 24,
                         gateway: self.ipam.gateway(),

@@ -98,6 +98,8 @@ async fn run(args: Args) -> Result<()> {
         native_cidr: cfg.ipv4_native_routing_cidr,
         masquerade: cfg.bpf.masquerade,
         kube_proxy_replacement: cfg.kube_proxy_replacement,
+        encryption: cfg.encryption.enabled,
+        strict_cidr: cfg.strict_cidr(),
     })?;
     let maps = lumen_dataplane::datapath::maps::PolicyMaps::take(&mut datapath)?;
     let events = datapath.take_events()?;
@@ -110,6 +112,20 @@ async fn run(args: Args) -> Result<()> {
         } else {
             None
         };
+
+    // WireGuard: the device must exist before the datapath attaches to it.
+    let encryption = if cfg.encryption.enabled {
+        let map = lumen_dataplane::datapath::wg::WgPeersMap::take(&mut datapath)?;
+        // Creating the TUN device runs its own netlink runtime: off the async workers.
+        Some(
+            tokio::task::block_in_place(|| {
+                lumen_dataplane::encryption::Encryption::start(&cfg, map)
+            })
+            .context("starting WireGuard encryption (encryption.enabled)")?,
+        )
+    } else {
+        None
+    };
 
     let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
     let (state_rx, refresher) =
@@ -124,6 +140,10 @@ async fn run(args: Args) -> Result<()> {
         uplinks.clone(),
         host_ips,
     );
+    if let Some(enc) = &encryption {
+        let _ = agent.encryption.set(enc.clone());
+        tokio::spawn(enc.clone().run(state_rx.clone()));
+    }
     agent.reconcile_datapath()?;
     agent.prepare_node().await;
     let l2 = match l2_map {

@@ -62,6 +62,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ListCmd,
     },
+    /// Node-to-node encryption (WireGuard).
+    Encrypt {
+        #[command(subcommand)]
+        cmd: EncryptCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum EncryptCmd {
+    /// Peers, handshakes and bytes (the encryption part of `lumen status`).
+    Status,
+    /// Replace this node's WireGuard key pair; established connections stay up.
+    RotateKey,
 }
 
 #[derive(Subcommand)]
@@ -154,6 +167,7 @@ fn print_status(s: &StatusReport) {
     for (cidr, via) in &r.routes {
         println!("  route:    {cidr} via {via}");
     }
+    print_encryption(s.encryption.as_ref());
     for a in &s.l2_announcements {
         println!(
             "L2 announcement:       {} on {} (lease {}, service {})",
@@ -169,6 +183,41 @@ fn print_status(s: &StatusReport) {
         "Hubble:                Ok   Current/Max Flows: {}/{}, Flows seen: {}, listening on {}",
         s.flows.0, s.flows.1, s.flows.2, s.hubble_listen_address
     );
+}
+
+/// The `Encryption:` section, as `cilium status` prints it, with one line per peer.
+fn print_encryption(e: Option<&lumen_dataplane::encryption::EncryptionStatus>) {
+    let Some(e) = e else {
+        println!("Encryption:            Disabled");
+        return;
+    };
+    println!(
+        "Encryption:            Wireguard   [{} (Pubkey: {}, Port: {}, Peers: {}){}]",
+        e.interface,
+        e.public_key,
+        e.listen_port,
+        e.peers.len(),
+        e.strict_cidr
+            .as_deref()
+            .map(|c| format!(", strict mode {c}"))
+            .unwrap_or_default()
+    );
+    for p in &e.peers {
+        let handshake = match p.last_handshake_seconds_ago {
+            Some(s) => format!("{s}s ago"),
+            None => "never".into(),
+        };
+        println!(
+            "  peer:     {} {} endpoint {} allowed {} handshake {} rx {} B tx {} B",
+            if p.node.is_empty() { "?" } else { &p.node },
+            p.public_key,
+            p.endpoint.as_deref().unwrap_or("-"),
+            p.allowed_ips.join(","),
+            handshake,
+            p.rx_bytes,
+            p.tx_bytes
+        );
+    }
 }
 
 fn enforcement(enforced: bool, audit: bool) -> &'static str {
@@ -309,6 +358,12 @@ fn run(cli: &Cli) -> Result<()> {
         },
         Cmd::Identity { .. } => AdminRequest::IdentityList {},
         Cmd::Service { .. } => AdminRequest::ServiceList {},
+        Cmd::Encrypt {
+            cmd: EncryptCmd::Status,
+        } => AdminRequest::Status {},
+        Cmd::Encrypt {
+            cmd: EncryptCmd::RotateKey,
+        } => AdminRequest::EncryptRotateKey {},
     };
     let resp = ask(&cli.socket, &req)?;
     if cli.output == Output::Json {
@@ -316,7 +371,13 @@ fn run(cli: &Cli) -> Result<()> {
         return Ok(());
     }
     match resp {
+        AdminResponse::Status(s) if matches!(cli.cmd, Cmd::Encrypt { .. }) => {
+            print_encryption(s.encryption.as_ref())
+        }
         AdminResponse::Status(s) => print_status(&s),
+        AdminResponse::KeyRotated { public_key } => {
+            println!("New public key: {public_key} (published; peers re-handshake)")
+        }
         AdminResponse::Endpoints { endpoints } => print_endpoints(&endpoints),
         AdminResponse::Policy {
             endpoints,

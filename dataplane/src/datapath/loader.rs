@@ -38,6 +38,11 @@ pub struct NatSettings {
     pub masquerade: bool,
     /// `kubeProxyReplacement`.
     pub kube_proxy_replacement: bool,
+    /// `encryption.enabled` (WireGuard): pod traffic to `WG_PEERS` prefixes is
+    /// redirected into the tunnel.
+    pub encryption: bool,
+    /// `encryption.strictMode.cidr` when strict mode is on.
+    pub strict_cidr: Option<ipnet::Ipv4Net>,
 }
 
 /// Errors of the datapath boundary.
@@ -103,6 +108,8 @@ pub enum Hook {
     NetworkIngress,
     /// tc egress of the node uplink (TO_NETWORK).
     NetworkEgress,
+    /// tc ingress of the WireGuard device (FROM_CRYPTO).
+    CryptoIngress,
 }
 
 impl Hook {
@@ -112,11 +119,14 @@ impl Hook {
             Hook::EndpointEgress => programs::TO_ENDPOINT,
             Hook::NetworkIngress => programs::FROM_NETWORK,
             Hook::NetworkEgress => programs::TO_NETWORK,
+            Hook::CryptoIngress => programs::FROM_CRYPTO,
         }
     }
     fn attach_type(self) -> TcAttachType {
         match self {
-            Hook::EndpointIngress | Hook::NetworkIngress => TcAttachType::Ingress,
+            Hook::EndpointIngress | Hook::NetworkIngress | Hook::CryptoIngress => {
+                TcAttachType::Ingress
+            }
             Hook::EndpointEgress | Hook::NetworkEgress => TcAttachType::Egress,
         }
     }
@@ -242,6 +252,7 @@ impl Datapath {
             programs::TO_ENDPOINT,
             programs::FROM_NETWORK,
             programs::TO_NETWORK,
+            programs::FROM_CRYPTO,
         ] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -296,6 +307,17 @@ impl Datapath {
             }
             if nat.kube_proxy_replacement {
                 c.flags |= cfg_flags::SERVICES;
+            }
+            if nat.encryption {
+                c.flags |= cfg_flags::ENCRYPTION;
+            }
+            c.strict_cidr = nat
+                .strict_cidr
+                .map(|n| n.network().octets())
+                .unwrap_or([0; 4]);
+            c.strict_prefix = nat.strict_cidr.map(|n| n.prefix_len()).unwrap_or(0);
+            if nat.strict_cidr.is_some() {
+                c.flags |= cfg_flags::STRICT_ENCRYPTION;
             }
         })
     }

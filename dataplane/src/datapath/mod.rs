@@ -7,6 +7,7 @@ mod loader;
 pub mod maps;
 pub mod reader;
 pub mod services;
+pub mod wg;
 
 pub use loader::{AttachOutcome, Datapath, DatapathError, Hook, NatSettings};
 

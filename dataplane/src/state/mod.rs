@@ -4,9 +4,12 @@
 
 pub mod lock;
 pub mod manifests;
+pub mod node_record;
 mod objects;
 
-pub use objects::{Namespace, Node, NodeAddress, Object, ObjectKey, OwnerRef, Pod};
+pub use objects::{
+    Namespace, Node, NodeAddress, Object, ObjectKey, OwnerRef, Pod, WG_PUB_KEY_ANNOTATION,
+};
 
 use std::collections::BTreeMap;
 
@@ -70,8 +73,14 @@ impl ClusterState {
                 .and_then(|v| v.as_sequence())
                 .map(|a| a.iter().filter_map(|c| c.as_str()?.parse().ok()).collect())
                 .unwrap_or_default();
-            if let (Some(node), false) = (st.nodes.get_mut(&obj.metadata.name), cidrs.is_empty()) {
-                node.pod_cidrs = cidrs;
+            let key = obj.metadata.annotations.get(objects::WG_PUB_KEY_ANNOTATION);
+            if let Some(node) = st.nodes.get_mut(&obj.metadata.name) {
+                if !cidrs.is_empty() {
+                    node.pod_cidrs = cidrs;
+                }
+                if let Some(key) = key {
+                    node.wg_pub_key = Some(key.clone());
+                }
             }
         }
         (st, problems)

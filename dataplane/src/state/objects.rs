@@ -300,7 +300,13 @@ pub struct Node {
     pub pod_cidrs: Vec<ipnet::IpNet>,
     /// IP addresses from `status.addresses`.
     pub addresses: Vec<NodeAddress>,
+    /// Its WireGuard public key (base64), from the [`WG_PUB_KEY_ANNOTATION`] annotation of
+    /// the Node or, taking precedence, of its CiliumNode.
+    pub wg_pub_key: Option<String>,
 }
+
+/// The annotation a node publishes its WireGuard public key in (Cilium's name).
+pub const WG_PUB_KEY_ANNOTATION: &str = "network.cilium.io/wg-pub-key";
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -360,6 +366,7 @@ impl Node {
             labels: o.metadata.labels.clone(),
             pod_cidrs,
             addresses,
+            wg_pub_key: o.metadata.annotations.get(WG_PUB_KEY_ANNOTATION).cloned(),
         })
     }
 

@@ -1,8 +1,14 @@
 //! The demo lab: two nodes with their agents, pods in a `demo` namespace on each exchanging
-//! TCP, UDP and ICMP traffic continuously (within their node: cross-node pod routing does
-//! not exist yet), node1's Hubble Observer API on the host at 127.0.0.1:4244 and the relay
-//! on 127.0.0.1:4245, the web UI on http://127.0.0.1:12000, until Ctrl-C (which tears
-//! everything down).
+//! TCP, UDP and ICMP traffic continuously, node1's Hubble Observer API on the host at
+//! 127.0.0.1:4244 and the relay on 127.0.0.1:4245, the web UI on http://127.0.0.1:12000,
+//! until Ctrl-C (which tears everything down).
+//!
+//! Networking as in the homelab's Talos cluster: `routingMode: native` with
+//! `autoDirectNodeRoutes`, `ipv4NativeRoutingCIDR: 10.100.0.0/16`, cluster-pool IPAM
+//! carving each node's pod CIDR from `10.100.0.0/16`, no masquerading, and WireGuard
+//! (`encryption.enabled: true`, `type: wireguard`): each frontend client talks to the
+//! server on the *other* node, so `hubble observe --to-pod demo/server2` shows the
+//! traffic leaving at `to-crypto` and arriving at `from-crypto`, encrypted.
 //!
 //! Policy, as the homelab's apps ship it: a default-deny baseline for the namespace, allow
 //! rules for the intended traffic (frontend clients → servers), and one deliberately missing
@@ -170,6 +176,7 @@ fn main() -> Result<()> {
     lumen_integration::policy::write(&lab, "demo-policy.yaml", DEMO_POLICY)?;
     lumen_integration::policy::write(&lab, "demo-services.yaml", DEMO_SERVICES)?;
     let mut servers = vec![];
+    let mut clients = vec![];
     for (i, name) in ["node1", "node2"].into_iter().enumerate() {
         let node = lab.add_node(name)?;
         eprintln!(
@@ -181,9 +188,12 @@ fn main() -> Result<()> {
             event_buffer_capacity: 65535,
             kube_proxy_replacement: true,
             l2_announcements: true,
-            // Like the homelab: native routing between nodes on one L2.
+            // Like the homelab: native routing between nodes on one L2, pod CIDRs from
+            // the cluster pool, pod traffic between nodes through WireGuard.
             auto_direct_node_routes: true,
             native_routing_cidr: Some("10.100.0.0/16"),
+            cluster_pool: Some("10.100.0.0/16"),
+            encryption: true,
             ..AgentOptions::default()
         })?;
         let server = node.add_pod(
@@ -203,31 +213,13 @@ fn main() -> Result<()> {
         )?;
         let mut serving = server.spawn(&traffic, ["serve", "--tcp", "8080", "--udp", "5353"])?;
         serving.wait_for_output("listening", Duration::from_secs(5))?;
-        let dst = server.ip().to_string();
-        servers.push((dst.clone(), node.name().to_string()));
-        for (pod, interval) in [(&client, "1s"), (&client_b, "3s")] {
-            keep.push(pod.spawn(
-                &traffic,
-                [
-                    "loop",
-                    "--to",
-                    &dst,
-                    "--tcp-port",
-                    "8080",
-                    "--udp-port",
-                    "5353",
-                    "--interval",
-                    interval,
-                ],
-            )?);
-        }
+        servers.push((server.ip().to_string(), node.name().to_string()));
         keep.push(serving);
         lines.push(format!(
-            "  {}: {} pod CIDR {}; pods demo/{} {}, demo/{} {}, demo/{} {}\n\
+            "  {}: {}; pods demo/{} {}, demo/{} {}, demo/{} {}\n\
              \x20        agent API: {} (unix socket), log {}",
             node.name(),
             node.ip(),
-            node.pod_cidr(),
             server.name(),
             server.ip(),
             client.name(),
@@ -237,8 +229,32 @@ fn main() -> Result<()> {
             node.hubble_socket().display(),
             node.agent_log().display(),
         ));
-        pods.extend([server, client, client_b]);
+        clients.push((client, client_b));
+        pods.push(server);
     }
+    // Frontend clients talk to the other node's server (encrypted between the nodes),
+    // the others to their own node's (denied by policy).
+    for (i, (client, client_b)) in clients.iter().enumerate() {
+        let other = &servers[(i + 1) % servers.len()].0;
+        let own = &servers[i].0;
+        for (pod, dst, interval) in [(client, other, "1s"), (client_b, own, "3s")] {
+            keep.push(pod.spawn(
+                &traffic,
+                [
+                    "loop",
+                    "--to",
+                    dst,
+                    "--tcp-port",
+                    "8080",
+                    "--udp-port",
+                    "5353",
+                    "--interval",
+                    interval,
+                ],
+            )?);
+        }
+    }
+    pods.extend(clients.into_iter().flat_map(|(a, b)| [a, b]));
     lumen_integration::policy::write(&lab, "demo-slices.yaml", &demo_slices(&servers))?;
     let node1 = lab.node("node1").expect("node1");
     // A client outside the cluster, on the underlay: the LoadBalancer IP and node1's NodePort.
@@ -285,6 +301,8 @@ fn main() -> Result<()> {
          Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
          \x20     {hubble} observe -f --pod demo/client\n\
          \x20     {hubble} observe --verdict policy_denied     # client1b/client2b lack an egress allow\n\
+         \x20     {hubble} observe --to-pod demo/server2 --last 6  # to-crypto / from-crypto: WireGuard between the nodes\n\
+         \x20     {lumen} --socket {sock} encrypt status  # WireGuard peers, handshakes, bytes\n\
          \x20     {lumen} --socket {sock} policy get   # node1's effective policy\n\
          \x20     {lumen} --socket {sock} service list # frontends, backends, LB-IPAM status\n\
          \x20     {hubble} status\n\

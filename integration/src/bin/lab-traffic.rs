@@ -74,6 +74,10 @@ struct TcpArgs {
     /// after a close needs `net.ipv4.tcp_tw_reuse=1` in the client's namespace.
     #[arg(long)]
     src_port: Option<u16>,
+    /// Text the bytes sent repeat (default: 0x5a bytes), e.g. a marker a capture must
+    /// not show in clear.
+    #[arg(long)]
+    payload: Option<String>,
 }
 
 #[derive(Args)]
@@ -247,6 +251,7 @@ fn tcp(args: &TcpArgs) -> Value {
             !args.no_echo,
             args.timeout,
             args.src_port,
+            args.payload.as_deref().map(str::as_bytes),
         ) {
             Ok((s, r)) => {
                 ok += 1;
@@ -273,6 +278,7 @@ fn tcp_exchange(
     echo: bool,
     timeout: Duration,
     src_port: Option<u16>,
+    payload: Option<&[u8]>,
 ) -> Result<(u64, u64)> {
     let stream = match src_port {
         None => TcpStream::connect_timeout(&to, timeout).context("connect")?,
@@ -298,8 +304,12 @@ fn tcp_exchange(
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     let writer = stream.try_clone()?;
+    let payload = payload.map(<[u8]>::to_vec);
     let sender = std::thread::spawn(move || -> std::io::Result<u64> {
-        let chunk = [0x5au8; 16384];
+        let chunk: Vec<u8> = match payload.as_deref() {
+            Some(p) if !p.is_empty() => p.iter().copied().cycle().take(16384).collect(),
+            _ => vec![0x5a; 16384],
+        };
         let mut left = bytes;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
@@ -532,6 +542,7 @@ fn run_loop(args: &LoopArgs) -> Result<()> {
             64,
             true,
             timeout,
+            None,
             None,
         ) {
             Ok(_) => json!(true),

@@ -42,6 +42,11 @@ pub mod obs {
     pub const TO_STACK: u8 = 3;
     /// Leaving a pod (tc ingress on the host side of its veth).
     pub const FROM_ENDPOINT: u8 = 5;
+    /// Decrypted by the node's WireGuard device (tc ingress on it).
+    pub const FROM_CRYPTO: u8 = 12;
+    /// Handed to the node's WireGuard device to be encrypted (redirected there from a
+    /// pod's veth).
+    pub const TO_CRYPTO: u8 = 13;
     /// Arriving from the network (tc ingress on the node uplink).
     pub const FROM_NETWORK: u8 = 10;
     /// Leaving to the network (tc egress on the node uplink).
@@ -77,6 +82,8 @@ pub mod hdr_flags {
     /// Service load balancing rewrote the packet's destination (from a frontend to a
     /// backend) or, in the reply direction, its source (back to the frontend) here.
     pub const TRANSLATED: u8 = 1 << 3;
+    /// The packet crosses between nodes inside the WireGuard tunnel (`IP.encrypted`).
+    pub const ENCRYPTED: u8 = 1 << 4;
 }
 
 /// Header that starts every ring-buffer record. 24 bytes.
@@ -246,6 +253,9 @@ pub mod drop_reason {
     pub const POLICY_DENY: u16 = 181;
     /// The destination is a service frontend without backends.
     pub const SERVICE_BACKEND_NOT_FOUND: u16 = 158;
+    /// `encryption.strictMode`: pod-to-pod traffic between nodes would have left
+    /// unencrypted.
+    pub const UNENCRYPTED_TRAFFIC: u16 = 195;
 }
 
 /// Traffic directions, numbered like `flow.TrafficDirection`.
@@ -490,7 +500,7 @@ pub mod aggregation {
     pub const MEDIUM: u32 = 2;
 }
 
-/// Runtime configuration the agent writes into the `CONFIG` array (index 0). 24 bytes.
+/// Runtime configuration the agent writes into the `CONFIG` array (index 0). 32 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatapathConfig {
@@ -510,8 +520,15 @@ pub struct DatapathConfig {
     pub flags: u8,
     /// Explicit padding; zero.
     pub _pad: [u8; 2],
+    /// `encryption.strictMode.cidr` (network order): with [`cfg_flags::STRICT_ENCRYPTION`],
+    /// traffic between two of its addresses never leaves on the uplink unencrypted.
+    pub strict_cidr: [u8; 4],
+    /// Its prefix length.
+    pub strict_prefix: u8,
+    /// Explicit padding; zero.
+    pub _pad2: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
 
 /// Bits of [`DatapathConfig::flags`].
 pub mod cfg_flags {
@@ -521,6 +538,11 @@ pub mod cfg_flags {
     /// `kubeProxyReplacement`: services are load-balanced. Without it (and without
     /// masquerading) the programs skip every translation lookup.
     pub const SERVICES: u8 = 1 << 1;
+    /// `encryption.enabled`: pod traffic to a `WG_PEERS` prefix is redirected into the
+    /// WireGuard device.
+    pub const ENCRYPTION: u8 = 1 << 2;
+    /// `encryption.strictMode.enabled`: see [`super::DatapathConfig::strict_cidr`].
+    pub const STRICT_ENCRYPTION: u8 = 1 << 3;
 }
 
 /// Key of the `SERVICES` hash: one frontend. 20 bytes.
@@ -777,6 +799,9 @@ pub mod maps {
     pub const SNAT_REV: &str = "SNAT_REV";
     /// L2 announcements: hash IPv4 address → [`super::L2ResponderValue`].
     pub const L2_RESPONDER: &str = "L2_RESPONDER";
+    /// WireGuard peers' allowed IPs: LPM trie IPv4 prefix (`[u8; 4]`, network order) →
+    /// ifindex of the WireGuard device (`u32`).
+    pub const WG_PEERS: &str = "WG_PEERS";
 }
 
 /// Names of the programs in the object.
@@ -789,6 +814,8 @@ pub mod programs {
     pub const FROM_NETWORK: &str = "from_network";
     /// tc egress on the node uplink.
     pub const TO_NETWORK: &str = "to_network";
+    /// tc ingress on the WireGuard device: decrypted packets from other nodes.
+    pub const FROM_CRYPTO: &str = "from_crypto";
 }
 
 #[cfg(feature = "user")]
