@@ -1,9 +1,15 @@
 //! `routing-bench`: what Lumen's routing costs cross-node, pod to pod, in one lab run on one
 //! machine (the figures of issue 7).
 //!
-//! Two nodes on the underlay bridge; a client pod on node1, a server pod on node2 (iperf3
-//! and a request/response server). Both pods are made once through the agents' CNI and
+//! Two nodes on the underlay bridge; client pods on node1, server pods on node2 (iperf3
+//! and a request/response server). The pods are made once, through the agents' CNI, and
 //! keep their addresses and veths for the whole run; between cases only the nodes change.
+//! A pod's MTU is the agent's choice when the CNI plugin wires it: the uplink's (1500)
+//! without encryption, 80 bytes less (1420) with it. So there are two pairs: one made by
+//! plain agents, measured by `baseline` and `native`, and one made by encrypting agents,
+//! measured by `lumen-wg` and `wireguard-go` (both tunnels then carry the same segments,
+//! as in a cluster with encryption on). The table shows each case's pod MTU.
+//!
 //! For each case, in this order within a block:
 //!
 //! - TCP throughput: iperf3, one stream, client → server;
@@ -35,12 +41,14 @@
 //!    in each node namespace: one interface per node (MTU 1420, listen port 51820, keys from
 //!    `wg genkey`/`wg pubkey`, the peer at the other node's underlay address with the other
 //!    node's pod CIDR as allowed IPs) and the route to the other node's pod CIDR through it.
-//!    The pods keep their 1500-byte MTU: a full-sized segment forwarded to the 1420-byte
-//!    interface is answered with ICMP "fragmentation needed", the client's kernel lowers the
-//!    route's path MTU (`ip route get` in the client pod shows `mtu 1420`) and resends, once
-//!    per destination. That works here (nothing filters ICMP), so neither MSS clamping nor a
-//!    route MTU is set; the learnt path MTU is printed per run, and flushed from both pods'
-//!    route caches (`ip route flush cache`) before every case so it does not carry over.
+//!    Its pods have MTU 1420, so segments fit the tunnel. Should the encrypting agents fail
+//!    to make pods, it measures the 1500-byte pods instead: then a full-sized segment
+//!    forwarded to the 1420-byte interface is answered with ICMP "fragmentation needed",
+//!    the client's kernel lowers the route's path MTU (`ip route get` in the client pod
+//!    shows `mtu 1420`) and resends, once per destination. That works here (nothing filters
+//!    ICMP; tried), so neither MSS clamping nor a route MTU is needed; the learnt path MTU
+//!    is printed per run, and flushed from the pods' route caches (`ip route flush cache`)
+//!    before every case so it does not carry over.
 //!
 //!    The `wireguard-go` is whatever is installed (Debian 12: 0.0.20220316, which predates
 //!    wireguard-go's TUN offloads and does not enlarge its UDP socket buffers; the 208 KiB
@@ -49,8 +57,9 @@
 //!    explain most of its retransmissions.
 //!
 //! Encryption is checked, not assumed: the UDP datagrams node1's namespace sends during the
-//! throughput run are counted (`/proc/net/snmp`); an encrypting case must send at least a
-//! thousand (the tunnel's packets), a plain one must not, or the case's round fails.
+//! throughput run are counted (`/proc/net/snmp`, where a segmentation-offloaded send counts
+//! once); an encrypting case must send at least a hundred, a plain one must not, or the
+//! case's round fails.
 //!
 //! Switching cases means stopping and starting agents or tunnels, so each case runs as one
 //! block per round (setup, the three measurements), and the order of the blocks rotates
@@ -101,7 +110,7 @@ const WG_MTU: &str = "1420";
 /// How long a case's setup may take to make the server reachable.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Fewer UDP datagrams than this out of node1 during a throughput run: not encrypted.
-const MIN_TUNNEL_DATAGRAMS: u64 = 1000;
+const MIN_TUNNEL_DATAGRAMS: u64 = 100;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Case {
@@ -173,6 +182,8 @@ struct Run {
     broken: u64,
     /// Segments iperf3 retransmitted.
     retransmits: Option<u64>,
+    /// The pods' interface MTU.
+    pod_mtu: Option<u32>,
     /// Path MTU the client pod's kernel holds for the server after the throughput run
     /// (`ip route get`), if it learnt one.
     path_mtu: Option<u32>,
@@ -400,21 +411,34 @@ fn delete_routes(node: &Node, cidr: &str) {
     }
 }
 
-struct Bench {
-    node1: Node,
-    node2: Node,
+/// A client pod on node1 and a server pod on node2 (iperf3 and the request/response
+/// server), made by the CNI plugin of the agents running at the time.
+struct PodPair {
     client: Pod,
     server: Pod,
-    keys: Vec<(PathBuf, String)>,
-    wg: RefCell<Vec<WireguardGo>>,
+    /// The pods' interface MTU, as the agent chose it.
+    mtu: u32,
     _iperf: Spawned,
-    // Dropped last: the lab tears down what the fields above use.
-    lab: Lab,
 }
 
-impl Bench {
-    fn nodes(&self) -> [&Node; 2] {
-        [&self.node1, &self.node2]
+impl PodPair {
+    /// Makes the pair (`client<suffix>`, `server<suffix>`) and starts the servers.
+    fn new(node1: &Node, node2: &Node, suffix: &str) -> Result<PodPair> {
+        let client = node1.add_pod("bench", &format!("client{suffix}"), &[("app", "client")])?;
+        let server = node2.add_pod("bench", &format!("server{suffix}"), &[("app", "server")])?;
+        let iperf = server.spawn("iperf3", ["-s", "-p", &IPERF_PORT.to_string()])?;
+        bench::spawn_rr_server(&server, RR_PORT, rr_cpus().1)?;
+        let link: serde_json::Value =
+            serde_json::from_str(&client.exec_ok("ip", ["-j", "link", "show", "eth0"])?)?;
+        let mtu = link[0]["mtu"]
+            .as_u64()
+            .context("the pod's eth0 has no MTU")? as u32;
+        Ok(PodPair {
+            client,
+            server,
+            mtu,
+            _iperf: iperf,
+        })
     }
 
     fn rr_addr(&self) -> SocketAddr {
@@ -430,6 +454,37 @@ impl Bench {
         let mut words = out.split_whitespace();
         words.find(|w| *w == "mtu")?;
         words.next()?.parse().ok()
+    }
+}
+
+struct Bench {
+    node1: Node,
+    node2: Node,
+    /// Pods made with plain agents (the uplink's MTU).
+    plain: PodPair,
+    /// Pods made with encrypting agents (MTU less the tunnel's overhead), or why there
+    /// are none.
+    encrypted: Result<PodPair, String>,
+    keys: Vec<(PathBuf, String)>,
+    wg: RefCell<Vec<WireguardGo>>,
+    // Dropped last: the lab tears down what the fields above use.
+    lab: Lab,
+}
+
+impl Bench {
+    fn nodes(&self) -> [&Node; 2] {
+        [&self.node1, &self.node2]
+    }
+
+    /// The pods `case` measures: those an encrypting cluster would have for both tunnels
+    /// (so lumen-wg and wireguard-go see the same packet sizes), else the plain ones.
+    fn pods(&self, case: Case) -> Result<&PodPair> {
+        match (case, &self.encrypted) {
+            (Case::Baseline | Case::Native, _) => Ok(&self.plain),
+            (Case::LumenWg, Err(e)) => bail!("no pods with encryption: {e}"),
+            (_, Ok(pods)) => Ok(pods),
+            (Case::WireguardGo, Err(_)) => Ok(&self.plain),
+        }
     }
 
     /// Back to a bare node: no tunnels, no agents, no programs, no routes between the pod
@@ -449,11 +504,29 @@ impl Bench {
                 }
             }
         }
+        // A tunnel device outliving its process (a persistent TUN) would keep routes alive.
+        for n in self.nodes() {
+            let links: serde_json::Value =
+                serde_json::from_str(&n.exec_ok("ip", ["-j", "-d", "link", "show"])?)?;
+            for l in links.as_array().into_iter().flatten() {
+                if l["linkinfo"]["info_kind"] == "tun" {
+                    let name = l["ifname"].as_str().unwrap_or("");
+                    eprintln!(
+                        "routing-bench: removing the leftover tunnel {name} of {}",
+                        n.name()
+                    );
+                    n.exec_ok("ip", ["link", "del", name])?;
+                }
+            }
+        }
         delete_routes(&self.node1, self.node2.pod_cidr());
         delete_routes(&self.node2, self.node1.pod_cidr());
         // A path MTU learnt through a tunnel would otherwise shrink the next case's segments.
-        for pod in [&self.client, &self.server] {
-            pod.exec_ok("ip", ["route", "flush", "cache"])?;
+        let pairs = std::iter::once(&self.plain).chain(self.encrypted.as_ref().ok());
+        for pair in pairs {
+            for pod in [&pair.client, &pair.server] {
+                pod.exec_ok("ip", ["route", "flush", "cache"])?;
+            }
         }
         for n in self.nodes() {
             let left = attached_programs(n)?;
@@ -469,6 +542,7 @@ impl Bench {
 
     /// Sets up `case` from a [`Bench::reset`] node; returns once the server answers.
     fn prepare(&self, case: Case) -> Result<()> {
+        let pods = self.pods(case)?;
         self.reset()?;
         match case {
             Case::Baseline => self.lab.route_pod_cidrs()?,
@@ -497,8 +571,8 @@ impl Bench {
                 )?);
             }
         }
-        let to = self.rr_addr();
-        if bench::wait_until(READY_TIMEOUT, || bench::echo_works(&self.client, to)).is_none() {
+        let to = pods.rr_addr();
+        if bench::wait_until(READY_TIMEOUT, || bench::echo_works(&pods.client, to)).is_none() {
             bail!(
                 "the server pod {to} did not answer within {} s",
                 READY_TIMEOUT.as_secs()
@@ -518,6 +592,8 @@ impl Bench {
             return run;
         }
         let setup_s = started.elapsed().as_secs_f64();
+        let pods = self.pods(case).expect("prepared");
+        run.pod_mtu = Some(pods.mtu);
         run.programs = attached_programs(&self.node1).map(|p| p.len()).unwrap_or(0);
         if case.agents().is_some() && run.programs == 0 {
             run.errors
@@ -527,14 +603,14 @@ impl Bench {
         let secs = seconds();
         let udp0 = udp_out_datagrams(&self.node1);
         let rcvbuf0 = udp_counter(&self.node2, "RcvbufErrors");
-        match bench::iperf_tcp(&self.client, self.server.ip(), IPERF_PORT, secs as u32) {
+        match bench::iperf_tcp(&pods.client, pods.server.ip(), IPERF_PORT, secs as u32) {
             Ok(r) => {
                 run.gbps = Some(r.gbps);
                 run.retransmits = Some(r.retransmits);
             }
             Err(e) => run.errors.push(format!("iperf3: {e:#}")),
         }
-        run.path_mtu = self.path_mtu();
+        run.path_mtu = pods.path_mtu();
         if let (Ok(a), Ok(b)) = (udp0, udp_out_datagrams(&self.node1)) {
             run.udp_out = Some(b.saturating_sub(a));
         }
@@ -543,8 +619,8 @@ impl Bench {
         }
         for (connections, slot) in [(1, &mut run.rr), (RR_PARALLEL, &mut run.rr_parallel)] {
             match bench::tcp_rr(
-                &self.client,
-                self.rr_addr(),
+                &pods.client,
+                pods.rr_addr(),
                 connections,
                 Duration::from_secs(secs),
                 rr_cpus().0,
@@ -559,11 +635,12 @@ impl Bench {
             }
         }
         eprintln!(
-            "routing-bench:   {:<13} {:>6} Gbit/s {:>8} tx/s {:>8} tx/s (x{RR_PARALLEL}); {} retransmits, path MTU {}, {} UDP datagrams out of node1 ({} dropped by node2's full receive buffers), {} programs in node1, setup {setup_s:.1} s",
+            "routing-bench:   {:<13} {:>6} Gbit/s {:>8} tx/s {:>8} tx/s (x{RR_PARALLEL}); pod MTU {}, {} retransmits, path MTU {}, {} UDP datagrams out of node1 ({} dropped by node2's full receive buffers), {} programs in node1, setup {setup_s:.1} s",
             case.name(),
             fmt_opt(run.gbps, 2),
             fmt_opt(run.rr, 0),
             fmt_opt(run.rr_parallel, 0),
+            pods.mtu,
             run.retransmits.map(|u| u.to_string()).unwrap_or("?".into()),
             run.path_mtu.map(|u| u.to_string()).unwrap_or("-".into()),
             run.udp_out.map(|u| u.to_string()).unwrap_or("?".into()),
@@ -610,23 +687,36 @@ fn setup() -> Result<Bench> {
     let lab = Lab::new("routingbench")?;
     let node1 = lab.add_node("node1")?;
     let node2 = lab.add_node("node2")?;
-    let native = Case::Native.agents().expect("agent options");
-    for n in [&node1, &node2] {
-        n.start_agent(native.clone())?;
-    }
-    let client = node1.add_pod("bench", "client", &[("app", "client")])?;
-    let server = node2.add_pod("bench", "server", &[("app", "server")])?;
-    let iperf = server.spawn("iperf3", ["-s", "-p", &IPERF_PORT.to_string()])?;
-    bench::spawn_rr_server(&server, RR_PORT, rr_cpus().1)?;
+    let nodes = [&node1, &node2];
+    // Pods take their MTU from the agent that wires them: one pair from encrypting
+    // agents, one from plain ones.
+    let start = |options: AgentOptions| -> Result<()> {
+        for n in nodes {
+            n.stop_agent()?;
+        }
+        for n in nodes {
+            n.start_agent(options.clone())?;
+        }
+        Ok(())
+    };
+    let encrypted = start(Case::LumenWg.agents().expect("agent options"))
+        .and_then(|()| PodPair::new(&node1, &node2, "-wg"))
+        .map_err(|e| {
+            eprintln!("routing-bench: no pods with encryption: {e:#}");
+            let first = format!("{e:#}");
+            let last = first.lines().rev().find(|l| !l.trim().is_empty());
+            last.unwrap_or("").to_string()
+        });
+    start(Case::Native.agents().expect("agent options"))?;
+    let plain = PodPair::new(&node1, &node2, "")?;
     let keys = vec![wg_keys(node1.dir())?, wg_keys(node2.dir())?];
     Ok(Bench {
         node1,
         node2,
-        client,
-        server,
+        plain,
+        encrypted,
         keys,
         wg: RefCell::new(vec![]),
-        _iperf: iperf,
         lab,
     })
 }
@@ -734,9 +824,10 @@ fn main() -> Result<()> {
     );
     let _ = writeln!(
         out,
-        "  {:<13} {:<34} {:>8} {:>10} {:>11} {:>7}",
+        "  {:<13} {:<34} {:>7} {:>8} {:>10} {:>11} {:>7}",
         "case",
         "",
+        "pod MTU",
         "Gbit/s",
         "RR tx/s",
         format!("RR x{RR_PARALLEL} tx/s"),
@@ -748,9 +839,14 @@ fn main() -> Result<()> {
         let ok = case_runs.iter().filter(|r| r.errors.is_empty()).count();
         let _ = writeln!(
             out,
-            "  {:<13} {:<34} {:>8} {:>10} {:>11} {:>3}/{:<3}",
+            "  {:<13} {:<34} {:>7} {:>8} {:>10} {:>11} {:>3}/{:<3}",
             case.name(),
             case.label(),
+            case_runs
+                .iter()
+                .find_map(|r| r.pod_mtu)
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "—".into()),
             fmt_opt(median_of(&gbps(case)), 2),
             fmt_opt(median_of(&rr(case)), 0),
             fmt_opt(median_of(&rr4(case)), 0),
@@ -792,6 +888,7 @@ fn main() -> Result<()> {
                 "rr_connections_broken": broken,
                 "iperf_retransmits": case_runs.iter().map(|r| r.retransmits).collect::<Vec<_>>(),
                 "client_path_mtu": case_runs.iter().map(|r| r.path_mtu).collect::<Vec<_>>(),
+                "pod_mtu": case_runs.iter().map(|r| r.pod_mtu).collect::<Vec<_>>(),
                 "errors": case_runs.iter().map(|r| r.errors.clone()).collect::<Vec<_>>(),
             }),
         );
