@@ -71,7 +71,8 @@
 //! Prints the table, the targets with pass/fail (native ≥ 90 % of baseline; lumen-wg ≥ 1.0×
 //! wireguard-go) and a JSON summary; exit status 0 either way (a benchmark).
 //! `LUMEN_ROUTING_BENCH_SECONDS` (default 5, per measurement) and
-//! `LUMEN_ROUTING_BENCH_ROUNDS` (default 3) change the length (about 4 minutes by default).
+//! `LUMEN_ROUTING_BENCH_ROUNDS` (default 4, so that each case runs once in each position)
+//! change the length (about 4½ minutes by default).
 
 use anyhow::{bail, Context, Result};
 use lumen_integration::bench::{self, median};
@@ -89,9 +90,10 @@ fn seconds() -> u64 {
     env_or("LUMEN_ROUTING_BENCH_SECONDS", 5)
 }
 
-/// Rounds (`LUMEN_ROUTING_BENCH_ROUNDS`, default 3).
+/// Rounds (`LUMEN_ROUTING_BENCH_ROUNDS`, default 4: with the order rotating, each case
+/// runs once in each position).
 fn rounds() -> usize {
-    env_or("LUMEN_ROUTING_BENCH_ROUNDS", 3)
+    env_or("LUMEN_ROUTING_BENCH_ROUNDS", 4)
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -287,7 +289,16 @@ fn wg_keys(dir: &Path) -> Result<(PathBuf, String)> {
     }
     let private = out.stdout;
     let file = dir.join("wg.key");
-    std::fs::write(&file, &private)?;
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)?
+            .write_all(&private)?;
+    }
     let mut child = std::process::Command::new("wg")
         .arg("pubkey")
         .stdin(Stdio::piped())
