@@ -757,6 +757,37 @@ mod tests {
     }
 
     #[test]
+    fn encryption_as_in_the_seed_and_strict_mode_needs_its_cidr() {
+        let c = AgentConfig::parse(
+            "nodeName: n1\nMTU: 1500\nencryption:\n  enabled: true\n  type: wireguard\n",
+        )
+        .unwrap();
+        assert!(c.encryption.enabled);
+        assert_eq!(c.encryption.kind, EncryptionType::Wireguard);
+        assert_eq!(c.pod_mtu(), 1420);
+        assert_eq!(c.strict_cidr(), None);
+        let c = AgentConfig::parse(
+            "nodeName: n1\nencryption: {enabled: true, strictMode: {enabled: true, cidr: 10.100.0.0/16}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.strict_cidr(), Some("10.100.0.0/16".parse().unwrap()));
+        let e = AgentConfig::parse(
+            "nodeName: n1\nencryption: {enabled: true, strictMode: {enabled: true}}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("encryption.strictMode.cidr"), "{e}");
+        let e = AgentConfig::parse("nodeName: n1\nencryption: {enabled: true, type: ipsec}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("wireguard"), "{e}");
+        let e = AgentConfig::parse("nodeName: n1\nencryption: {enabled: true, type: gre}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("gre"), "{e}");
+        // Without encryption the pods keep the uplink's MTU.
+        let c = AgentConfig::parse("nodeName: n1\nMTU: 9000\n").unwrap();
+        assert_eq!(c.pod_mtu(), 9000);
+    }
+
+    #[test]
     fn cluster_pool_takes_the_seeds_string_or_a_list() {
         let c = AgentConfig::parse(
             "nodeName: n1\nipam:\n  mode: cluster-pool\n  operator:\n    clusterPoolIPv4PodCIDRList: \"10.100.0.0/16\"\n",

@@ -540,6 +540,30 @@ mod tests {
     }
 
     #[test]
+    fn traffic_through_the_tunnel_is_encrypted_at_the_crypto_points() {
+        let mut r = tcp_syn();
+        r.hdr.flags |= hdr_flags::ENCRYPTED;
+        r.hdr.obs_point = obs::TO_CRYPTO;
+        let f = flow(&ev(r));
+        assert!(f.ip.as_ref().unwrap().encrypted);
+        assert_eq!(
+            f.trace_observation_point,
+            flow::TraceObservationPoint::ToCrypto as i32
+        );
+        assert_eq!(f.event_type.unwrap().sub_type, 13);
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
+        // Decrypted: an L3 packet (no Ethernet), entering the node.
+        r.hdr.obs_point = obs::FROM_CRYPTO;
+        let f = flow(&ev(r));
+        assert!(f.ip.as_ref().unwrap().encrypted);
+        assert_eq!(f.ethernet, None);
+        assert_eq!(f.event_type.unwrap().sub_type, 12);
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Ingress as i32);
+        // Everything else is not.
+        assert!(!flow(&ev(tcp_syn())).ip.unwrap().encrypted);
+    }
+
+    #[test]
     fn replies_and_unknown_reply_state_set_direction() {
         let mut r = tcp_syn();
         r.hdr.flags = hdr_flags::REPLY_KNOWN | hdr_flags::IS_REPLY;

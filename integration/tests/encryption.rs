@@ -12,24 +12,16 @@
 
 mod common;
 
-use common::privileged;
+use common::{privileged, tcp_echo_ok as tcp_ok, udp_echo_ok, wait_until};
 use lumen_api::flow::{FlowFilter, TraceObservationPoint};
 use lumen_integration::{manifest, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const TCP: u16 = 8080;
-const UDP: u16 = 5353;
+const TCP: u16 = common::TCP_PORT;
+const UDP: u16 = common::UDP_PORT;
 /// A payload the capture must never show in clear.
 const MARKER: &str = "lumen-cleartext-marker";
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn encrypted_agent() -> AgentOptions {
     AgentOptions {
@@ -55,38 +47,6 @@ fn peer_nodes(node: &Node) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-fn tcp_ok(from: &Pod, to: &str, payload_bytes: u64) -> bool {
-    from.exec(
-        traffic_bin().unwrap(),
-        [
-            "tcp",
-            "--to",
-            &format!("{to}:{TCP}"),
-            "--bytes",
-            &payload_bytes.to_string(),
-            "--timeout",
-            "1s",
-        ],
-    )
-    .is_ok_and(|o| o.status.success())
-}
-
-fn udp_ok(from: &Pod, to: &Pod) -> bool {
-    from.exec(
-        traffic_bin().unwrap(),
-        [
-            "udp",
-            "--to",
-            &format!("{}:{UDP}", to.ip()),
-            "--count",
-            "3",
-            "--timeout",
-            "500ms",
-        ],
-    )
-    .is_ok_and(|o| o.status.success())
 }
 
 /// Pods `demo/p-<node>` serving TCP and UDP echo on each node.
@@ -219,7 +179,7 @@ fn wireguard_encrypts_pod_traffic_between_three_nodes() {
                 b.name(),
                 String::from_utf8_lossy(&sent.stderr)
             );
-            assert!(udp_ok(a, b), "UDP {} → {}", a.name(), b.name());
+            assert!(udp_echo_ok(a, b.ip()), "UDP {} → {}", a.name(), b.name());
             let peer = format!("\"peer\":\"{}:", a.ip());
             wait_until(
                 &format!("{} logs {}'s address", b.name(), a.name()),
@@ -332,7 +292,7 @@ fn wireguard_encrypts_pod_traffic_between_three_nodes() {
         assert!(!routes.contains(node3.pod_cidr()), "{routes}");
     }
     assert!(
-        !tcp_ok(&pods[0].0, &pods[2].0.ip().to_string(), 64),
+        !tcp_ok(&pods[0].0, pods[2].0.ip(), 64),
         "no way to node3's pods any more"
     );
     manifest::write_atomic(
@@ -342,9 +302,9 @@ fn wireguard_encrypts_pod_traffic_between_three_nodes() {
     )
     .unwrap();
     wait_until("traffic to node3 resumes", Duration::from_secs(20), || {
-        tcp_ok(&pods[0].0, &pods[2].0.ip().to_string(), 64)
+        tcp_ok(&pods[0].0, pods[2].0.ip(), 64)
     });
-    assert!(tcp_ok(&pods[2].0, &pods[1].0.ip().to_string(), 64));
+    assert!(tcp_ok(&pods[2].0, pods[1].0.ip(), 64));
 }
 
 /// Adds the WireGuard public key annotation to a lab node's Node manifest.
@@ -555,7 +515,7 @@ fn strict_mode_drops_pod_traffic_that_would_cross_in_clear() {
     let pods = serving_pods(&[node1.clone(), node2.clone()]);
     let (p1, p2) = (&pods[0].0, &pods[1].0);
     assert!(
-        !tcp_ok(p1, &p2.ip().to_string(), 64),
+        !tcp_ok(p1, p2.ip(), 64),
         "strict mode lets nothing through in clear"
     );
     let filter = FlowFilter {
@@ -577,9 +537,9 @@ fn strict_mode_drops_pod_traffic_that_would_cross_in_clear() {
     wait_until(
         "encrypted traffic to node2",
         Duration::from_secs(20),
-        || tcp_ok(p1, &p2.ip().to_string(), 64),
+        || tcp_ok(p1, p2.ip(), 64),
     );
-    assert!(tcp_ok(p2, &p1.ip().to_string(), 64));
+    assert!(tcp_ok(p2, p1.ip(), 64));
 }
 
 #[test]

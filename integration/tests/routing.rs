@@ -8,7 +8,7 @@ mod common;
 
 use common::privileged;
 use lumen_integration::{manifest, policy, traffic_bin, AgentOptions, Lab, Node, Pod, Spawned};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TCP: u16 = 8080;
 const UDP: u16 = 5353;
@@ -22,45 +22,16 @@ fn lumen_routes(node: &Node) -> Vec<String> {
         .collect()
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    common::wait_until(what, Duration::from_secs(15), ok)
 }
 
 fn tcp_ok(from: &Pod, to: &Pod) -> bool {
-    from.exec(
-        traffic_bin().unwrap(),
-        [
-            "tcp",
-            "--to",
-            &format!("{}:{TCP}", to.ip()),
-            "--timeout",
-            "1s",
-        ],
-    )
-    .is_ok_and(|o| o.status.success())
+    common::tcp_echo_ok(from, to.ip(), 1024)
 }
 
 fn udp_ok(from: &Pod, to: &Pod) -> bool {
-    from.exec(
-        traffic_bin().unwrap(),
-        [
-            "udp",
-            "--to",
-            &format!("{}:{UDP}", to.ip()),
-            "--count",
-            "3",
-            "--timeout",
-            "500ms",
-        ],
-    )
-    .is_ok_and(|o| o.status.success())
+    common::udp_echo_ok(from, to.ip())
 }
 
 #[test]

@@ -282,6 +282,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_key_replaces_the_old_one_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg.key");
+        let old = PrivateKey::load_or_create(&path).unwrap();
+        let new = PrivateKey::generate().unwrap();
+        new.store(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = PrivateKey::load_or_create(&path).unwrap();
+        assert_eq!(loaded.public_key(), new.public_key());
+        assert_ne!(loaded.public_key(), old.public_key());
+        // Nothing left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn generated_keys_are_clamped_distinct_and_round_trip() {
         let a = PrivateKey::generate().unwrap();
         let b = PrivateKey::generate().unwrap();

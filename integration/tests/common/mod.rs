@@ -55,6 +55,53 @@ spec:
 ";
 pub const UDP_PORT: u16 = 5353;
 
+/// Polls `ok` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `from` completes a TCP echo exchange of `bytes` with `to`:[`TCP_PORT`]
+/// (`lab-traffic serve`), within 1 s.
+pub fn tcp_echo_ok(from: &Pod, to: impl std::fmt::Display, bytes: u64) -> bool {
+    from.exec(
+        traffic_bin().unwrap(),
+        [
+            "tcp",
+            "--to",
+            &format!("{to}:{TCP_PORT}"),
+            "--bytes",
+            &bytes.to_string(),
+            "--timeout",
+            "1s",
+        ],
+    )
+    .is_ok_and(|o| o.status.success())
+}
+
+/// Whether three UDP echoes from `from` to `to`:[`UDP_PORT`] come back (500 ms each).
+pub fn udp_echo_ok(from: &Pod, to: impl std::fmt::Display) -> bool {
+    from.exec(
+        traffic_bin().unwrap(),
+        [
+            "udp",
+            "--to",
+            &format!("{to}:{UDP_PORT}"),
+            "--count",
+            "3",
+            "--timeout",
+            "500ms",
+        ],
+    )
+    .is_ok_and(|o| o.status.success())
+}
+
 impl OneNode {
     pub fn new(name: &str, options: AgentOptions) -> OneNode {
         let lab = Lab::new(name).expect("lab");
