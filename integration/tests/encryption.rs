@@ -329,12 +329,14 @@ fn publish_key(lab: &Lab, node: &str, key: &str) {
 /// Runs `wireguard-go` in a node's namespace; stopped (and its interface gone) on drop.
 struct WireguardGo {
     node: Node,
-    iface: &'static str,
+    iface: String,
 }
 
 impl WireguardGo {
-    fn start(node: &Node, iface: &'static str) -> WireguardGo {
-        node.exec_ok("wireguard-go", [iface])
+    /// Its interface (and control socket in /var/run/wireguard) gets a name of its own.
+    fn start(node: &Node) -> WireguardGo {
+        let iface = format!("wgref{}", std::process::id() % 100_000);
+        node.exec_ok("wireguard-go", [iface.as_str()])
             .expect("wireguard-go (apt install wireguard-go; `cargo xtask setup` does)");
         WireguardGo {
             node: node.clone(),
@@ -346,7 +348,7 @@ impl WireguardGo {
 impl Drop for WireguardGo {
     fn drop(&mut self) {
         // Deleting the interface makes wireguard-go exit.
-        let _ = self.node.exec("ip", ["link", "del", self.iface]);
+        let _ = self.node.exec("ip", ["link", "del", self.iface.as_str()]);
     }
 }
 
@@ -378,7 +380,8 @@ fn a_node_tunnel_interoperates_with_wireguard_go() {
         });
         key
     };
-    let _wg = WireguardGo::start(&reference, "wg0");
+    let wg = WireguardGo::start(&reference);
+    let wg0 = wg.iface.as_str();
     let private = std::process::Command::new("wg")
         .arg("genkey")
         .output()
@@ -412,7 +415,7 @@ fn a_node_tunnel_interoperates_with_wireguard_go() {
             "wg",
             [
                 "set",
-                "wg0",
+                wg0,
                 "listen-port",
                 "51871",
                 "private-key",
@@ -427,9 +430,9 @@ fn a_node_tunnel_interoperates_with_wireguard_go() {
         )
         .expect("wg set");
     for args in [
-        vec!["addr", "add", &format!("{ref_ip}/32"), "dev", "wg0"],
-        vec!["link", "set", "wg0", "mtu", "1420", "up"],
-        vec!["route", "add", node1.pod_cidr(), "dev", "wg0"],
+        vec!["addr", "add", &format!("{ref_ip}/32"), "dev", wg0],
+        vec!["link", "set", wg0, "mtu", "1420", "up"],
+        vec!["route", "add", node1.pod_cidr(), "dev", wg0],
     ] {
         reference.exec_ok("ip", args).expect("ip");
     }
@@ -472,7 +475,7 @@ fn a_node_tunnel_interoperates_with_wireguard_go() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The reference saw a handshake and traffic both ways.
-    let shown = reference.exec_ok("wg", ["show", "wg0", "dump"]).unwrap();
+    let shown = reference.exec_ok("wg", ["show", wg0, "dump"]).unwrap();
     let peer_line = shown
         .lines()
         .find(|l| l.starts_with(&node1_key))

@@ -281,6 +281,8 @@ impl Drop for WireguardGo {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Killed, it leaves its control socket behind.
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.name));
     }
 }
 
