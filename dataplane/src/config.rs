@@ -134,6 +134,58 @@ pub struct HubbleConfig {
     /// Transport security of the TCP listener (the unix socket stays plaintext).
     #[serde(default)]
     pub tls: HubbleTlsConfig,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: HubbleMetricsConfig,
+}
+
+/// `hubble.metrics.*`: Prometheus metrics on `http://<listenAddress>:<port>/metrics`.
+///
+/// ```yaml
+/// hubble:
+///   metrics:
+///     enabled: ["flow", "drop:sourceContext=namespace;destinationContext=namespace", "tcp", "port-distribution", "policy", "flow-volume"]
+///     port: 9965
+///     listenAddress: ""          # all addresses, as Hubble's ":9965"
+///     cardinalityLimit: 1000     # label sets per metric; more go to one "_other" series
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HubbleMetricsConfig {
+    /// `hubble.metrics.enabled`: the metrics served, with their options (Cilium's Helm
+    /// syntax `name:option=value;option=value`). Empty (the default, as in Hubble): no
+    /// metrics server. Unknown metrics or options are refused.
+    #[serde(default)]
+    pub enabled: Vec<crate::metrics::options::MetricSpec>,
+    /// `hubble.metrics.port`. Default 9965.
+    #[serde(default = "default_metrics_port")]
+    pub port: u16,
+    /// The address the metrics server listens on (Lumen's; Hubble listens on all).
+    /// Default empty: all addresses.
+    #[serde(default)]
+    pub listen_address: String,
+    /// Label sets kept per metric; increments for more go to one series whose labels are
+    /// all `_other`, counted in `lumen_metrics_overflow_total`. Default 1000.
+    #[serde(default = "default_cardinality_limit")]
+    pub cardinality_limit: usize,
+}
+
+impl Default for HubbleMetricsConfig {
+    fn default() -> Self {
+        HubbleMetricsConfig {
+            enabled: vec![],
+            port: default_metrics_port(),
+            listen_address: String::new(),
+            cardinality_limit: default_cardinality_limit(),
+        }
+    }
+}
+
+fn default_metrics_port() -> u16 {
+    9965
+}
+fn default_cardinality_limit() -> usize {
+    1000
 }
 
 /// `hubble.tls.*`: mutual TLS on `hubble.listenAddress`, as Hubble deploys it.
@@ -484,6 +536,7 @@ impl Default for HubbleConfig {
             socket_path: default_socket_path(),
             event_buffer_capacity: default_capacity(),
             tls: HubbleTlsConfig::default(),
+            metrics: HubbleMetricsConfig::default(),
         }
     }
 }
@@ -596,6 +649,13 @@ impl AgentConfig {
         if !self.hubble.listen_address.is_empty() {
             self.listen_socket_addr()?;
         }
+        crate::metrics::options::check_unique(&self.hubble.metrics.enabled).map_err(|e| {
+            ConfigError::Invalid {
+                key: "hubble.metrics.enabled",
+                reason: e.to_string(),
+            }
+        })?;
+        self.metrics_socket_addr()?;
         let tls = &self.hubble.tls;
         if tls.enabled {
             if tls.cert_file.as_os_str().is_empty() {
@@ -631,6 +691,24 @@ impl AgentConfig {
     /// Where this node's pins live.
     pub fn pin_dir(&self) -> PathBuf {
         self.bpf_root.join(&self.node_name)
+    }
+
+    /// Where the metrics server listens: `hubble.metrics.listenAddress` (all addresses when
+    /// empty) and `hubble.metrics.port`.
+    pub fn metrics_socket_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        let m = &self.hubble.metrics;
+        let ip: std::net::IpAddr = if m.listen_address.is_empty() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            m.listen_address.parse().map_err(|e| ConfigError::Invalid {
+                key: "hubble.metrics.listenAddress",
+                reason: format!(
+                    "{:?}: {e} (an IP address, or empty for all)",
+                    m.listen_address
+                ),
+            })?
+        };
+        Ok((ip, m.port).into())
     }
 
     /// The node name as Hubble shows it: `<cluster>/<node>`.
@@ -714,6 +792,43 @@ mod tests {
         let e = AgentConfig::parse("nodeName: n1\nhubble: {listenAddress: 'nope'}\n").unwrap_err();
         assert!(e.to_string().contains("hubble.listenAddress"), "{e}");
         assert!(AgentConfig::parse("nodeName: [\n").is_err());
+    }
+
+    #[test]
+    fn hubble_metrics_are_off_by_default_and_parse_helm_style() {
+        let c = AgentConfig::parse("nodeName: n1\n").unwrap();
+        assert!(c.hubble.metrics.enabled.is_empty());
+        assert_eq!(c.hubble.metrics.cardinality_limit, 1000);
+        assert_eq!(
+            c.metrics_socket_addr().unwrap(),
+            "0.0.0.0:9965".parse().unwrap()
+        );
+        let c = AgentConfig::parse(
+            "nodeName: n1\nhubble: {metrics: {enabled: [flow, 'drop:sourceContext=namespace;destinationContext=pod'], port: 9100, listenAddress: 127.0.0.1}}\n",
+        )
+        .unwrap();
+        let m = &c.hubble.metrics;
+        assert_eq!(m.enabled.len(), 2);
+        assert_eq!(m.enabled[1].kind, crate::metrics::options::MetricKind::Drop);
+        assert_eq!(
+            c.metrics_socket_addr().unwrap(),
+            "127.0.0.1:9100".parse().unwrap()
+        );
+        let e = AgentConfig::parse("nodeName: n1\nhubble: {metrics: {enabled: [httpV2]}}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown metric \"httpV2\""), "{e}");
+        let e = AgentConfig::parse("nodeName: n1\nhubble: {metrics: {enabled: [tcp, tcp]}}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("hubble.metrics.enabled"), "{e}");
+        let e = AgentConfig::parse("nodeName: n1\nhubble: {metrics: {listenAddress: ':9965'}}\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("hubble.metrics.listenAddress"),
+            "{e}"
+        );
+        let e = AgentConfig::parse("nodeName: n1\nhubble: {metrics: {serviceMonitor: {}}}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("serviceMonitor"), "{e}");
     }
 
     #[test]

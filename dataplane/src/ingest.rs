@@ -6,6 +6,7 @@ use crate::{
     datapath::reader::RecordSink,
     events::{Event, LostInfo, LostSource},
     ipcache::IpCache,
+    metrics::flows::FlowMetrics,
     observer::getflows::now_ns,
     pipeline::{Clock, Pipeline},
 };
@@ -18,6 +19,7 @@ pub struct RingSink {
     cache: Arc<IpCache>,
     batch: Vec<Arc<Event>>,
     undecodable: u64,
+    metrics: Option<FlowMetrics>,
     /// Records decoded since start.
     pub decoded: u64,
 }
@@ -31,8 +33,15 @@ impl RingSink {
             agent,
             batch: Vec::with_capacity(crate::datapath::reader::BATCH),
             undecodable: 0,
+            metrics: None,
             decoded: 0,
         }
+    }
+
+    /// Also counts Hubble's flow metrics from each batch before it enters the ring.
+    pub fn with_metrics(mut self, metrics: FlowMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn lost_event(&self, source: LostSource, count: u64, cpu: Option<i32>) -> Arc<Event> {
@@ -83,6 +92,9 @@ impl RecordSink for RingSink {
             // opposite order of their timestamps by a microsecond: restore time order.
             // The batch is nearly sorted, which the stable sort handles in linear time.
             self.batch.sort_by_key(|e| e.time_ns());
+            if let Some(m) = &mut self.metrics {
+                m.observe(&self.batch);
+            }
             self.agent.ring.push_batch(self.batch.drain(..));
         }
     }

@@ -17,6 +17,7 @@ pub mod ipcache;
 pub mod l2;
 pub mod lbipam;
 pub mod localapi;
+pub mod metrics;
 pub mod node_setup;
 pub mod observer;
 pub mod peer;

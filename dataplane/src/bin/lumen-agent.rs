@@ -9,7 +9,7 @@ use lumen_dataplane::{
     datapath::{l2::L2ResponderMap, reader, Datapath},
     endpoints::EndpointStore,
     ingest::RingSink,
-    l2, localapi, node_setup, observer, state,
+    l2, localapi, metrics, node_setup, observer, state,
 };
 use std::{path::PathBuf, time::Duration};
 
@@ -19,6 +19,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long open API streams may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Stops a background task when the agent returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Lumen node agent.
 #[derive(Parser)]
@@ -182,7 +191,17 @@ async fn run(args: Args) -> Result<()> {
         });
     }
 
-    let reader_task = tokio::spawn(reader::run(events, lost, RingSink::new(agent.clone())));
+    let mut sink = RingSink::new(agent.clone());
+    // Hubble's default: no metrics server unless hubble.metrics.enabled lists some.
+    let _metrics = if cfg.hubble.metrics.enabled.is_empty() {
+        None
+    } else {
+        let (exporter, flows) = metrics::setup(&cfg.hubble.metrics, agent.ring.clone());
+        sink = sink.with_metrics(flows);
+        let addr = cfg.metrics_socket_addr()?;
+        Some(AbortOnDrop(metrics::server::serve(addr, exporter).await?))
+    };
+    let reader_task = tokio::spawn(reader::run(events, lost, sink));
     let _local = localapi::serve(&cfg.agent_socket, agent.clone()).with_context(|| {
         format!(
             "binding the local API socket {}",
