@@ -67,6 +67,9 @@ pub struct AgentOptions {
     pub encryption: bool,
     /// `encryption.strictMode` with this `cidr` (default: off; needs `encryption`).
     pub encryption_strict_cidr: Option<&'static str>,
+    /// `hubble.metrics.enabled` (default empty: no metrics server); when set, the agent
+    /// serves `/metrics` on `127.0.0.1:9965` inside the node (see [`Node::forward_tcp`]).
+    pub metrics: &'static [&'static str],
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -101,6 +104,7 @@ impl Default for AgentOptions {
             masquerade: false,
             encryption: false,
             encryption_strict_cidr: None,
+            metrics: &[],
         }
     }
 }
@@ -435,6 +439,10 @@ impl Node {
                     enabled: true,
                     tls: t,
                 }),
+                metrics: (!options.metrics.is_empty()).then_some(HubbleMetrics {
+                    enabled: options.metrics,
+                    listen_address: "127.0.0.1",
+                }),
             },
             bpf: BpfConfig {
                 monitor_aggregation: options.monitor_aggregation,
@@ -613,6 +621,15 @@ struct HubbleConfig<'a> {
     event_buffer_capacity: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls: Option<HubbleTls<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<HubbleMetrics>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HubbleMetrics {
+    enabled: &'static [&'static str],
+    listen_address: &'static str,
 }
 
 #[derive(Serialize)]
@@ -680,5 +697,18 @@ bpf:
         let medium = node.agent_config_yaml(&AgentOptions::default()).unwrap();
         assert!(medium.contains("monitorAggregation: medium\n"));
         assert!(medium.contains("eventBufferCapacity: 65535\n"));
+        assert!(!medium.contains("metrics"));
+        let metrics = node
+            .agent_config_yaml(&AgentOptions {
+                metrics: &["drop", "flow"],
+                ..AgentOptions::default()
+            })
+            .unwrap();
+        assert!(
+            metrics.contains(
+                "  metrics:\n    enabled:\n    - drop\n    - flow\n    listenAddress: 127.0.0.1\n"
+            ),
+            "{metrics}"
+        );
     }
 }

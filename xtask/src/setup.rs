@@ -6,8 +6,9 @@ use std::{path::Path, process::Command};
 
 /// Debian packages: the eBPF toolchain (rustc-web 1.96 with core sources, LLVM 22 for
 /// bpf-linker), the lab's tools (with `wireguard-go` and `wg`, the reference userspace
-/// WireGuard that `lumen-wireguard` is tested against), the headless browser of the UI
-/// tests, and the Python gRPC client the API test uses.
+/// WireGuard that `lumen-wireguard` is tested against; `prometheus`, the server that scrapes
+/// the agent in the metrics test), the headless browser of the UI tests, and the Python gRPC
+/// client the API test uses.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -26,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "wireguard-go",
     "wireguard-tools",
+    "prometheus",
     "chromium",
     "chromium-driver",
 ];

@@ -105,7 +105,7 @@ impl FlowMetrics {
         let overflow = Family::<Labels, Counter>::default();
         reg.register(
             "lumen_metrics_overflow",
-            "Increments that went to a metric's overflow series (labels \"_other\") because it held hubble.metrics.cardinalityLimit label sets",
+            "Increments that went to a metric's overflow series (every label _other) because it held hubble.metrics.cardinalityLimit label sets",
             overflow.clone(),
         );
         let lost = Family::<Labels, Counter>::default();

@@ -1,0 +1,186 @@
+//! Prometheus metrics from the agent (`hubble.metrics.*`): a real Prometheus server
+//! (Debian's `prometheus`) scrapes a lab agent every second while a default-deny policy
+//! drops a known number of packets, and PromQL over Prometheus' HTTP API returns exactly
+//! that count under Hubble's metric name and labels.
+
+mod common;
+
+use common::{privileged, wait_until, OneNode, UDP_PORT};
+use lumen_integration::{browser, policy, traffic_bin, AgentOptions};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+const DENY_INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: default-deny
+  namespace: demo
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+";
+
+/// UDP datagrams the client sends into the denied server: each is one policy drop.
+const DATAGRAMS: u64 = 7;
+
+/// A Prometheus server scraping one target every second; killed on drop.
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: SocketAddr) -> Prometheus {
+        let bin = PathBuf::from("/usr/bin/prometheus");
+        assert!(
+            bin.exists(),
+            "/usr/bin/prometheus is missing: run `cargo xtask setup` (Debian package prometheus)"
+        );
+        let dir = dir.join("prometheus");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n\
+                 - job_name: lumen-agent\n  static_configs:\n  - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting prometheus");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The value of an instant PromQL query returning one sample; None when it returns
+    /// none (yet).
+    fn query(&self, promql: &str) -> Option<f64> {
+        let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
+        let r = browser::get(&url).ok()?;
+        let v = r.json().ok()?;
+        assert_eq!(v["status"], "success", "{promql}: {v}");
+        let result = v["data"]["result"].as_array()?;
+        assert!(result.len() <= 1, "{promql}: one sample expected: {v}");
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_counts_policy_drops_under_hubbles_names() {
+    if !privileged() {
+        return;
+    }
+    let t = OneNode::new(
+        "metrics",
+        AgentOptions {
+            metrics: &[
+                "drop:sourceContext=namespace;destinationContext=pod",
+                "flow",
+                "policy",
+            ],
+            ..AgentOptions::default()
+        },
+    );
+    // The agent listens on 127.0.0.1:9965 inside its node; Prometheus runs on the host.
+    let fwd = t.node.forward_tcp("127.0.0.1:0", 9965).unwrap();
+    let direct = browser::get(&format!("http://{}/metrics", fwd.local_addr())).unwrap();
+    assert_eq!(direct.status, 200);
+    let text = direct.text();
+    assert!(
+        text.contains("# TYPE hubble_flows_processed counter"),
+        "{text}"
+    );
+    assert!(text.contains("lumen_flow_ring_capacity 65535"), "{text}");
+
+    let prom = Prometheus::start(t.lab.dir(), fwd.local_addr());
+    wait_until(
+        "Prometheus scrapes the agent",
+        Duration::from_secs(30),
+        || prom.query("up{job=\"lumen-agent\"}") == Some(1.0),
+    );
+    let denied = "sum(hubble_drop_total{reason=\"POLICY_DENIED\"})";
+    assert_eq!(prom.query(denied), None, "no drops before the policy");
+
+    policy::apply(&t.lab, "deny.yaml", DENY_INGRESS, "demo", "default-deny").unwrap();
+    // Each datagram is dropped at the server's ingress (no reply: the command fails).
+    let _ = t.client.exec(
+        traffic_bin().unwrap(),
+        [
+            "udp",
+            "--to",
+            &format!("{}:{UDP_PORT}", t.server.ip()),
+            "--count",
+            &DATAGRAMS.to_string(),
+            "--timeout",
+            "100ms",
+        ],
+    );
+    wait_until(
+        &format!("Prometheus sees {DATAGRAMS} policy drops"),
+        Duration::from_secs(30),
+        || prom.query(denied) == Some(DATAGRAMS as f64),
+    );
+    // With Hubble's labels and the configured contexts.
+    let labelled = "hubble_drop_total{reason=\"POLICY_DENIED\",protocol=\"UDP\",source=\"demo\",destination=\"demo/server\"}";
+    assert_eq!(prom.query(labelled), Some(DATAGRAMS as f64));
+    assert_eq!(
+        prom.query("sum(hubble_flows_processed_total{type=\"Drop\",verdict=\"DROPPED\"})"),
+        Some(DATAGRAMS as f64)
+    );
+    assert_eq!(
+        prom.query(
+            "sum(hubble_policy_verdicts_total{direction=\"ingress\",match=\"none\",action=\"dropped\"})"
+        ),
+        Some(DATAGRAMS as f64),
+        "every denied datagram is a new flow with its verdict"
+    );
+    // Scraped again later: the count stays exact (no double counting across scrapes).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(prom.query(denied), Some(DATAGRAMS as f64));
+}
