@@ -39,6 +39,51 @@ struct Key {
     dst_ip: u128,
 }
 
+/// A multiply-rotate hasher for the per-batch table: its keys are a few integers hashed
+/// once or twice per event, where SipHash's flood resistance buys nothing (the table is
+/// cleared every batch) and costs most of the metrics' time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.add(u64::from_ne_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.add(v as u64);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.add(v as u64);
+        self.add((v >> 64) as u64);
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 #[derive(Debug, Clone, Copy)]
 struct Agg {
     n: u64,
@@ -69,9 +114,9 @@ struct Conn {
 pub struct FlowMetrics {
     handlers: Vec<Handler>,
     lost: Family<Labels, Counter>,
-    table: HashMap<Key, Agg>,
+    table: KeyMap<Key, Agg>,
     /// Connection → highest (packets, bytes) seen, for `flow-volume` deltas.
-    volume: HashMap<Conn, (u64, u64)>,
+    volume: KeyMap<Conn, (u64, u64)>,
 }
 
 fn counter_family(
@@ -172,8 +217,8 @@ impl FlowMetrics {
         FlowMetrics {
             handlers,
             lost,
-            table: HashMap::new(),
-            volume: HashMap::new(),
+            table: KeyMap::default(),
+            volume: KeyMap::default(),
         }
     }
 
@@ -200,8 +245,8 @@ impl FlowMetrics {
     fn flow(&mut self, i: usize, f: &FlowEvent) {
         let pkt = f.record.packet();
         for (slot, h) in self.handlers.iter().enumerate() {
-            let (mut src, mut dst) = (&f.source, &f.destination);
-            let (mut src_addr, mut dst_addr) = (&pkt.src_ip, &pkt.dst_ip);
+            let (src, dst) = (&f.source, &f.destination);
+            let (src_addr, dst_addr) = (&pkt.src_ip, &pkt.dst_ip);
             let mut add = |a: u32, b: u32, n: u64, packets: u64| {
                 let key = Key {
                     slot: slot as u8,
@@ -311,11 +356,8 @@ impl FlowMetrics {
                     if dp == 0 && db == 0 {
                         continue;
                     }
-                    // Labelled by the connection's initiator and responder.
-                    if labels::is_reply(f) {
-                        std::mem::swap(&mut src, &mut dst);
-                        std::mem::swap(&mut src_addr, &mut dst_addr);
-                    }
+                    // Whether it is a reply is part of the key: `fold` names the
+                    // connection's initiator and responder from it.
                     add(proto_key(pkt), u32::from(labels::is_reply(f)), db, dp);
                 }
             }

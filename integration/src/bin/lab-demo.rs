@@ -194,6 +194,14 @@ fn main() -> Result<()> {
             native_routing_cidr: Some("10.100.0.0/16"),
             cluster_pool: Some("10.100.0.0/16"),
             encryption: true,
+            metrics: &[
+                "flow",
+                "drop:sourceContext=namespace;destinationContext=pod",
+                "policy",
+                "tcp",
+                "port-distribution",
+                "flow-volume:sourceContext=pod;destinationContext=pod",
+            ],
             ..AgentOptions::default()
         })?;
         let server = node.add_pod(
@@ -284,6 +292,7 @@ fn main() -> Result<()> {
         node1.ip(),
     ));
     let _fwd = node1.forward_tcp("127.0.0.1:4244", 4244)?;
+    let _metrics = node1.forward_tcp("127.0.0.1:9965", 9965)?;
     let relay = Relay::start(
         &lab,
         RelayOptions {
@@ -296,6 +305,7 @@ fn main() -> Result<()> {
     println!(
         "\nLumen demo lab is up.\n{}\n\
          \x20 node1's Hubble Observer API: 127.0.0.1:4244 (TCP)\n\
+         \x20 node1's Prometheus metrics:  http://127.0.0.1:9965/metrics\n\
          \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\
          \x20 web UI:                     {ui_url}/  (flows, denied, service map, status), log {ui_log}\n\n\
          Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
