@@ -321,8 +321,10 @@ impl FlowMetrics {
                 }
                 MetricKind::PortDistribution => {
                     let proto = proto_key(pkt);
+                    // Only flows known not to be replies: where the connection tracker
+                    // cannot tell, the destination port may be a client's ephemeral one.
                     if labels::verdict_of(&f.record) == Verdict::Forwarded
-                        && !labels::is_reply(f)
+                        && labels::is_request(f)
                         && proto != 0
                     {
                         let port = if pkt.l4_flags & l4_flags::PORTS != 0 {
@@ -537,8 +539,14 @@ mod tests {
         let mut syn_ack = tcp_syn();
         syn_ack.pkt.tcp_flags = tcp::SYN | tcp::ACK;
         syn_ack.hdr.flags |= hdr_flags::IS_REPLY;
+        // Seen where the connection tracker cannot tell the direction (to an ephemeral port).
+        let mut unknown = tcp_syn();
+        unknown.pkt.tcp_flags = tcp::ACK;
+        unknown.pkt.dst_port = 40001;
+        unknown.hdr.flags = 0;
         let batch = vec![
             event(Record::Trace(tcp_syn()), &client, &server),
+            event(Record::Trace(unknown), &server, &client),
             event(Record::Trace(syn_ack), &server, &client),
             event(drop_rec(), &client, &server),
             event(drop_rec(), &client, &server),
@@ -554,10 +562,10 @@ mod tests {
         ];
         m.observe(&batch);
         // A second batch adds to the same series.
-        m.observe(&batch[2..3]);
+        m.observe(&batch[3..4]);
         let out = encode(&reg);
         for want in [
-            r#"hubble_flows_processed_total{type="Trace",subtype="from-endpoint",verdict="FORWARDED"} 2"#,
+            r#"hubble_flows_processed_total{type="Trace",subtype="from-endpoint",verdict="FORWARDED"} 3"#,
             r#"hubble_flows_processed_total{type="Drop",subtype="",verdict="DROPPED"} 4"#,
             r#"hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="DROPPED"} 1"#,
             r#"hubble_drop_total{reason="POLICY_DENIED",protocol="TCP",source="demo",destination="demo/server"} 4"#,

@@ -4,7 +4,7 @@
 
 use super::options::{Context, ContextKind};
 use crate::{decode::Record, events::FlowEvent, ipcache::EndpointInfo};
-use lumen_abi::{direction, hdr_flags, ipver, kind, l4_flags, proto, verdict, PacketInfo};
+use lumen_abi::{direction, hdr_flags, ipver, l4_flags, proto, verdict, PacketInfo};
 use lumen_api::flow::{DropReason, Verdict};
 use std::net::IpAddr;
 
@@ -125,9 +125,11 @@ pub fn is_reply(ev: &FlowEvent) -> bool {
     f & hdr_flags::REPLY_KNOWN != 0 && f & hdr_flags::IS_REPLY != 0
 }
 
-/// True for the records Hubble's `flow` metric calls trace events.
-pub fn is_trace(record: &Record) -> bool {
-    record.header().kind == kind::TRACE
+/// True when the record is known not to be a reply (the datapath's connection tracker
+/// said so).
+pub fn is_request(ev: &FlowEvent) -> bool {
+    let f = ev.record.header().flags;
+    f & hdr_flags::REPLY_KNOWN != 0 && f & hdr_flags::IS_REPLY == 0
 }
 
 fn ip(bytes: &[u8; 16], version: u8) -> Option<IpAddr> {
