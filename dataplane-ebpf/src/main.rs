@@ -61,15 +61,15 @@ static CONFIG: Array<DatapathConfig> = Array::pinned(1, 0);
 
 /// Address or prefix → identity (IPv4 as IPv4-mapped IPv6). Filled by the agent.
 #[map]
-static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(262_144, 0);
+static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::pinned(lumen_abi::map_capacity::IPCACHE as u32, 0);
 
 /// Host-side veth ifindex → endpoint id, identity and enforcement. Filled by the agent.
 #[map]
-static ENDPOINTS: HashMap<u32, EndpointValue> = HashMap::pinned(65_536, 0);
+static ENDPOINTS: HashMap<u32, EndpointValue> = HashMap::pinned(lumen_abi::map_capacity::ENDPOINTS as u32, 0);
 
 /// (endpoint, peer identity, direction, proto, port prefix) → allow/deny. Filled by the agent.
 #[map]
-static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(1_048_576, 0);
+static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::pinned(lumen_abi::map_capacity::POLICY as u32, 0);
 
 /// Service frontends (address, port, protocol) → backend count and id. Filled by the agent.
 #[map]

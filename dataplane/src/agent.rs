@@ -189,6 +189,29 @@ impl Agent {
         self.policy.lock().report.clone()
     }
 
+    /// How full the kernel maps the agent fills are, as of the last regeneration:
+    /// (map, entries, capacity).
+    pub fn map_fill(&self) -> Vec<crate::metrics::health::MapFill> {
+        let (ipcache, endpoints, policy) = self.policy_report().map_entries;
+        vec![
+            (
+                lumen_abi::maps::IPCACHE,
+                ipcache as u64,
+                lumen_abi::map_capacity::IPCACHE,
+            ),
+            (
+                lumen_abi::maps::ENDPOINTS,
+                endpoints as u64,
+                lumen_abi::map_capacity::ENDPOINTS,
+            ),
+            (
+                lumen_abi::maps::POLICY,
+                policy as u64,
+                lumen_abi::map_capacity::POLICY,
+            ),
+        ]
+    }
+
     /// The current ipcache snapshot.
     pub fn ipcache(&self) -> Arc<IpCache> {
         self.ipcache.read().clone()

@@ -137,6 +137,12 @@ fn prometheus_counts_policy_drops_under_hubbles_names() {
         "{text}"
     );
     assert!(text.contains("lumen_flow_ring_capacity 65535"), "{text}");
+    // Two pods: two ENDPOINTS entries, out of the map's 65536.
+    assert!(
+        text.contains("lumen_bpf_map_entries{map=\"ENDPOINTS\"} 2")
+            && text.contains("lumen_bpf_map_capacity{map=\"ENDPOINTS\"} 65536"),
+        "{text}"
+    );
 
     let prom = Prometheus::start(t.lab.dir(), fwd.local_addr());
     wait_until(

@@ -196,7 +196,11 @@ async fn run(args: Args) -> Result<()> {
     let _metrics = if cfg.hubble.metrics.enabled.is_empty() {
         None
     } else {
-        let (exporter, flows) = metrics::setup(&cfg.hubble.metrics, agent.ring.clone());
+        let fill = {
+            let agent = agent.clone();
+            std::sync::Arc::new(move || agent.map_fill()) as metrics::health::MapFillSource
+        };
+        let (exporter, flows) = metrics::setup(&cfg.hubble.metrics, agent.ring.clone(), fill);
         sink = sink.with_metrics(flows);
         let addr = cfg.metrics_socket_addr()?;
         Some(AbortOnDrop(metrics::server::serve(addr, exporter).await?))

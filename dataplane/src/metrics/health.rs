@@ -1,20 +1,34 @@
 //! The agent's own health as `lumen_*` gauges, read when scraped: how full the flow ring
-//! is.
+//! is, and how full the kernel maps the agent fills are.
 
 use crate::{events::Event, ring::Ring};
-use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
+use prometheus_client::{
+    metrics::{family::Family, gauge::Gauge},
+    registry::Registry,
+};
 use std::sync::Arc;
+
+/// One kernel map's fill: (map name, entries, capacity).
+pub type MapFill = (&'static str, u64, u64);
+
+/// Where the map fill comes from (the agent's last regeneration).
+pub type MapFillSource = Arc<dyn Fn() -> Vec<MapFill> + Send + Sync>;
+
+type MapLabels = Vec<(&'static str, &'static str)>;
 
 /// Gauges refreshed on each scrape.
 pub struct Health {
     ring: Arc<Ring<Arc<Event>>>,
     ring_events: Gauge,
     ring_capacity: Gauge,
+    maps: MapFillSource,
+    map_entries: Family<MapLabels, Gauge>,
+    map_capacity: Family<MapLabels, Gauge>,
 }
 
 impl Health {
-    /// Registers the gauges of `ring`.
-    pub fn new(ring: Arc<Ring<Arc<Event>>>, reg: &mut Registry) -> Self {
+    /// Registers the gauges of `ring` and of the maps `maps` reports.
+    pub fn new(ring: Arc<Ring<Arc<Event>>>, maps: MapFillSource, reg: &mut Registry) -> Self {
         let ring_events = Gauge::default();
         let ring_capacity = Gauge::default();
         reg.register(
@@ -27,10 +41,25 @@ impl Health {
             "Events the flow ring keeps at most",
             ring_capacity.clone(),
         );
+        let map_entries = Family::<MapLabels, Gauge>::default();
+        let map_capacity = Family::<MapLabels, Gauge>::default();
+        reg.register(
+            "lumen_bpf_map_entries",
+            "Entries the agent keeps in a kernel map",
+            map_entries.clone(),
+        );
+        reg.register(
+            "lumen_bpf_map_capacity",
+            "Entries a kernel map holds at most",
+            map_capacity.clone(),
+        );
         Health {
             ring,
             ring_events,
             ring_capacity,
+            maps,
+            map_entries,
+            map_capacity,
         }
     }
 
@@ -38,5 +67,12 @@ impl Health {
     pub fn refresh(&self) {
         self.ring_events.set(self.ring.len() as i64);
         self.ring_capacity.set(self.ring.capacity() as i64);
+        for (map, entries, capacity) in (self.maps)() {
+            let labels = vec![("map", map)];
+            self.map_entries.get_or_create(&labels).set(entries as i64);
+            self.map_capacity
+                .get_or_create(&labels)
+                .set(capacity as i64);
+        }
     }
 }

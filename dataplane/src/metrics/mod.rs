@@ -35,9 +35,10 @@ impl Exporter {
 pub fn setup(
     cfg: &HubbleMetricsConfig,
     ring: Arc<Ring<Arc<Event>>>,
+    maps: health::MapFillSource,
 ) -> (Arc<Exporter>, flows::FlowMetrics) {
     let mut registry = Registry::default();
     let flows = flows::FlowMetrics::new(&cfg.enabled, cfg.cardinality_limit, &mut registry);
-    let health = health::Health::new(ring, &mut registry);
+    let health = health::Health::new(ring, maps, &mut registry);
     (Arc::new(Exporter { registry, health }), flows)
 }

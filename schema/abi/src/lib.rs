@@ -804,6 +804,16 @@ pub mod maps {
     pub const WG_PEERS: &str = "WG_PEERS";
 }
 
+/// Capacities of the maps the agent fills (their `max_entries` in the object).
+pub mod map_capacity {
+    /// [`super::maps::IPCACHE`].
+    pub const IPCACHE: u64 = 262_144;
+    /// [`super::maps::ENDPOINTS`].
+    pub const ENDPOINTS: u64 = 65_536;
+    /// [`super::maps::POLICY`].
+    pub const POLICY: u64 = 1_048_576;
+}
+
 /// Names of the programs in the object.
 pub mod programs {
     /// tc ingress on a pod's host-side veth.
