@@ -22,6 +22,7 @@ pub mod peers;
 pub mod pool;
 pub mod select;
 pub mod service;
+pub mod store;
 pub mod tls;
 
 use config::RelayConfig;
