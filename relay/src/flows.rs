@@ -91,14 +91,14 @@ impl Drop for NodeStream {
     }
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
-fn timestamp(ns: i64) -> Timestamp {
+pub(crate) fn timestamp(ns: i64) -> Timestamp {
     Timestamp {
         seconds: ns.div_euclid(1_000_000_000),
         nanos: ns.rem_euclid(1_000_000_000) as i32,
@@ -122,7 +122,7 @@ fn encoded_status(state: NodeState, nodes: Vec<String>, message: &str) -> Bytes 
     Bytes::from(node_status(state, nodes, message).encode_to_vec())
 }
 
-async fn open(
+pub(crate) async fn open(
     node: &NodeInfo,
     req: GetFlowsRequest,
     timeout: Duration,

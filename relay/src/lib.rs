@@ -9,6 +9,7 @@
 //! - [`peers`]: discovery feeding the pool;
 //! - [`merge`]: the sort buffer; [`select`]: node selection by `node_name` filters;
 //! - [`flows`]: the GetFlows fan-out; [`service`]: the gRPC handlers;
+//! - [`history`]: flow history (recording, answering old ranges); [`store`]: its backends;
 //! - [`error`]: errors and their gRPC statuses.
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dial;
 pub mod error;
 pub mod flows;
+pub mod history;
 pub mod merge;
 pub mod peers;
 pub mod pool;
@@ -54,6 +56,10 @@ pub async fn serve(
         drain_timeout: cfg.sort_buffer_drain_timeout,
         open_timeout: cfg.dial_timeout,
     };
+    let history = match cfg.history_enabled() {
+        Some(h) => Some(history::History::start(h, pool.clone(), merge).await?),
+        None => None,
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<lumen_api::observer::observer_server::ObserverServer<service::RelayService>>(
@@ -69,7 +75,7 @@ pub async fn serve(
     let result = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health)
-        .add_service(service::RelayService::new(pool, merge).into_server())
+        .add_service(service::RelayService::new(pool, merge, history.clone()).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
@@ -77,6 +83,9 @@ pub async fn serve(
         .await;
     if let Some(d) = discovery {
         d.abort();
+    }
+    if let Some(h) = history {
+        h.shutdown(std::time::Duration::from_secs(5)).await;
     }
     Ok(result?)
 }
@@ -90,6 +99,9 @@ pub enum ServeError {
     /// `listenTls` was refused (certificate and key do not match, or a bad CA).
     #[error("listenTls: {0} (check certFile, keyFile and clientCAFiles)")]
     ListenTls(tonic::transport::Error),
+    /// The history store cannot be opened.
+    #[error(transparent)]
+    History(#[from] store::StoreError),
     /// Serving failed.
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),

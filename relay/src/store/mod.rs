@@ -112,7 +112,7 @@ pub fn columns(resp: &GetFlowsResponse) -> Option<FlowColumns> {
         Some(Protocol::Igmp(_)) => ("igmp", 0, 0),
         None => ("", 0, 0),
     };
-    let event = flow.event_type.clone().unwrap_or_default();
+    let event = flow.event_type.unwrap_or_default();
     let node = if resp.node_name.is_empty() {
         flow.node_name.clone()
     } else {
