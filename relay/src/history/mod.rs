@@ -167,3 +167,122 @@ impl History {
         tracing::info!(stored = self.stored(), lost = self.lost(), "history closed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Recording and replay against a synthetic agent (see `flows::tests`): flows at 1..=10
+    //! ms, answered by `since` and `number` like an agent.
+    use super::*;
+    use crate::{
+        config::RelayConfig,
+        flows::tests::{dir, pool, serve, wait_connected, CFG},
+        merge::time_ns,
+    };
+    use lumen_api::observer::{get_flows_response::ResponseTypes, GetFlowsResponse};
+    use prost::Message;
+    use tokio_stream::StreamExt;
+
+    fn config(path: &std::path::Path) -> HistoryConfig {
+        // The synthetic flows are from 1970: keep them.
+        RelayConfig::parse(&format!(
+            "peerService: x\nhistory: {{path: {path:?}, maxAge: 100years}}"
+        ))
+        .unwrap()
+        .history
+        .unwrap()
+    }
+
+    async fn flow_ms(h: &History, req: GetFlowsRequest) -> Vec<i64> {
+        let mut s = h.answer(&req).unwrap().expect("answered from history");
+        let mut out = vec![];
+        while let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(5), s.next()).await {
+            let r = GetFlowsResponse::decode(b.unwrap()).unwrap();
+            if matches!(r.response_types, Some(ResponseTypes::Flow(_))) {
+                out.push(time_ns(&r) / 1_000_000);
+            }
+        }
+        out
+    }
+
+    async fn wait_stored(h: &History, n: u64) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while h.stored() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("flows recorded");
+    }
+
+    fn since_ns(r: &GetFlowsRequest) -> i64 {
+        r.since
+            .as_ref()
+            .map_or(-1, |t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+    }
+
+    #[tokio::test]
+    async fn records_every_node_and_splits_requests_without_gap_or_duplicate() {
+        let d = dir();
+        let a = serve(&d, "c/a", (1..=10).collect());
+        let pool = pool();
+        pool.upsert("c/a", &format!("unix://{}", a.path.display()));
+        wait_connected(&pool, 1).await;
+        let cfg = config(&d.join("history/flows.db"));
+        let h = History::start(&cfg, pool.clone(), CFG).await.unwrap();
+        wait_stored(&h, 10).await;
+        // The recorder asked for everything the node holds, and follows.
+        let rec = a.agent.requests.lock().unwrap()[0].clone();
+        assert!(rec.follow && since_ns(&rec) == 0, "{rec:?}");
+
+        // Boundary 10 ms - 1 ms slack: 1..=9 from the store, 10 from the node.
+        let req = GetFlowsRequest {
+            since: Some(crate::flows::timestamp(1_000_000)),
+            ..Default::default()
+        };
+        assert_eq!(flow_ms(&h, req).await, (1..=10).collect::<Vec<_>>());
+        let asked = a.agent.requests.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(since_ns(&asked), 9_000_001);
+        assert_eq!(asked.number, 0);
+
+        // `number`: the newest stored before the boundary, then the node's tail.
+        let req = GetFlowsRequest {
+            number: 3,
+            ..Default::default()
+        };
+        assert_eq!(flow_ms(&h, req).await, [7, 8, 9, 10]);
+        // `until` before the boundary: the store alone; the node is not asked.
+        let before = a.agent.requests.lock().unwrap().len();
+        let req = GetFlowsRequest {
+            since: Some(crate::flows::timestamp(2_000_000)),
+            until: Some(crate::flows::timestamp(4_000_000)),
+            ..Default::default()
+        };
+        assert_eq!(flow_ms(&h, req).await, [2, 3, 4]);
+        assert_eq!(a.agent.requests.lock().unwrap().len(), before);
+        // Plain follow: the nodes only.
+        let follow = GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        };
+        assert!(h.answer(&follow).unwrap().is_none());
+
+        // Restarted: resumes after the last stored flow, stores nothing twice.
+        h.shutdown(Duration::from_secs(2)).await;
+        let h = History::start(&cfg, pool.clone(), CFG).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let r = a.agent.requests.lock().unwrap().last().cloned().unwrap();
+                if r.follow && since_ns(&r) == 10_000_001 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the recorder resumes after the watermark");
+        assert_eq!(h.shared.store.stats().await.unwrap().flows, 10);
+        assert_eq!(h.lost(), 0);
+        h.shutdown(Duration::from_secs(2)).await;
+        std::fs::remove_dir_all(&d).ok();
+    }
+}

@@ -75,9 +75,11 @@ fn ips(side: Side, values: &[String]) -> Option<AnyOf> {
     values
         .iter()
         .map(|v| {
+            // Only the canonical text can be compared as text with the stored column.
             v.parse::<std::net::IpAddr>()
                 .ok()
-                .map(|ip| Cond::Ip(side, ip.to_string()))
+                .filter(|ip| ip.to_string() == *v)
+                .map(|_| Cond::Ip(side, v.clone()))
         })
         .collect()
 }
