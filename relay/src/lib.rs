@@ -68,6 +68,15 @@ pub async fn serve(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    // On shutdown, the recorder stops first and the writer stores what it has queued
+    // (the process may not outlive the server's graceful shutdown long enough otherwise).
+    let flush = history.clone();
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(h) = flush {
+            h.shutdown(std::time::Duration::from_secs(2)).await;
+        }
+    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = listen_tls {
         builder = builder.tls_config(t).map_err(ServeError::ListenTls)?;
@@ -85,7 +94,8 @@ pub async fn serve(
         d.abort();
     }
     if let Some(h) = history {
-        h.shutdown(std::time::Duration::from_secs(5)).await;
+        // Already done unless serving failed.
+        h.shutdown(std::time::Duration::from_secs(2)).await;
     }
     Ok(result?)
 }

@@ -162,9 +162,14 @@ impl History {
         }
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(w) = writer {
-            let _ = tokio::time::timeout(grace, w).await;
+            let flushed = tokio::time::timeout(grace, w).await.is_ok();
+            tracing::info!(
+                stored = self.stored(),
+                lost = self.lost(),
+                flushed,
+                "history closed"
+            );
         }
-        tracing::info!(stored = self.stored(), lost = self.lost(), "history closed");
     }
 }
 
