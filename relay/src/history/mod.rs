@@ -187,6 +187,35 @@ mod tests {
     use prost::Message;
     use tokio_stream::StreamExt;
 
+    #[tokio::test]
+    async fn a_full_queue_counts_flows_lost_instead_of_waiting() {
+        let d = dir();
+        let a = serve(&d, "c/a", (1..=2000).collect());
+        let pool = pool();
+        pool.upsert("c/a", &format!("unix://{}", a.path.display()));
+        wait_connected(&pool, 1).await;
+        let mut cfg = config(&d.join("flows.db"));
+        cfg.buffer_flows = 1;
+        let h = History::start(&cfg, pool.clone(), CFG).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while h.stored() + h.lost() < 2000 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("every flow stored or counted lost");
+        assert_eq!(h.stored() + h.lost(), 2000);
+        assert!(
+            h.lost() > 0 && h.stored() > 0,
+            "{} {}",
+            h.stored(),
+            h.lost()
+        );
+        assert_eq!(h.shared.store.stats().await.unwrap().flows, h.stored());
+        h.shutdown(Duration::from_secs(2)).await;
+        std::fs::remove_dir_all(&d).ok();
+    }
+
     fn config(path: &std::path::Path) -> HistoryConfig {
         // The synthetic flows are from 1970: keep them.
         RelayConfig::parse(&format!(
