@@ -34,6 +34,8 @@ pub struct RelayOptions {
     pub env: Vec<(String, String)>,
     /// YAML appended to the configuration, e.g. a `tls:` section (default empty).
     pub extra_yaml: String,
+    /// `history.path`: keep flow history in this SQLite file (default: no history).
+    pub history: Option<PathBuf>,
 }
 
 impl Default for RelayOptions {
@@ -46,6 +48,7 @@ impl Default for RelayOptions {
             backoff_max: Duration::from_secs(1),
             env: vec![],
             extra_yaml: String::new(),
+            history: None,
         }
     }
 }
@@ -104,6 +107,12 @@ impl Relay {
         }
         if let Some(d) = options.drain_timeout {
             yaml.push_str(&format!("sortBufferDrainTimeout: {}\n", ms(d)));
+        }
+        if let Some(path) = &options.history {
+            yaml.push_str(&format!(
+                "history: {{enabled: true, backend: sqlite, path: {:?}}}\n",
+                path.display().to_string()
+            ));
         }
         yaml.push_str(&options.extra_yaml);
         let config = lab.dir().join("relay.yaml");

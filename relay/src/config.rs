@@ -30,6 +30,17 @@
 //!   certFile: /etc/lumen/tls/relay.crt
 //!   keyFile: /etc/lumen/tls/relay.key
 //!   clientCAFiles: []   # when set, clients must present a certificate signed by these
+//! # Flow history (absent: none; present: enabled unless `enabled: false`). The relay
+//! # records every node's flows and answers GetFlows older than the nodes hold from it.
+//! history:
+//!   enabled: true
+//!   backend: sqlite                  # the only one so far (embedded, nothing to set up)
+//!   path: /var/lib/lumen/relay/flows.db
+//!   maxAge: 24h                      # older flows are deleted
+//!   maxSizeBytes: 1073741824         # beyond this, the oldest flows are deleted (1 GiB)
+//!   bufferFlows: 100000              # flows queued for the store; beyond, counted lost
+//!   insertBatch: 2000                # most flows per insert transaction
+//!   retentionInterval: 30s           # how often age and size are enforced
 //! ```
 //!
 //! `sortBufferDrainTimeout` is 100 ms rather than Hubble's 1 s: Lumen targets p99 ≤ 250 ms
@@ -144,6 +155,46 @@ pub struct ListenTls {
     pub client_ca_files: Vec<PathBuf>,
 }
 
+/// `history.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryBackend {
+    /// Embedded SQLite (sqlx, bundled): the default.
+    #[default]
+    Sqlite,
+}
+
+/// `history`: flow history kept by the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HistoryConfig {
+    /// Default true (the section's presence turns history on).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Default `sqlite`.
+    #[serde(default)]
+    pub backend: HistoryBackend,
+    /// The database file. Default `/var/lib/lumen/relay/flows.db`.
+    #[serde(default = "default_history_path")]
+    pub path: PathBuf,
+    /// Flows older than this are deleted. Default 24 h.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Beyond this many bytes in use, the oldest flows are deleted. Default 1 GiB.
+    #[serde(default = "default_max_size")]
+    pub max_size_bytes: u64,
+    /// Flows queued towards the store; when full, flows are counted lost, never waited
+    /// for. Default 100000.
+    #[serde(default = "default_buffer_flows")]
+    pub buffer_flows: usize,
+    /// Most flows per insert transaction. Default 2000.
+    #[serde(default = "default_insert_batch")]
+    pub insert_batch: usize,
+    /// How often retention runs. Default 30 s.
+    #[serde(default = "default_retention_interval", with = "humantime_serde")]
+    pub retention_interval: Duration,
+}
+
 /// The relay configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -181,6 +232,38 @@ pub struct RelayConfig {
     /// TLS for the relay's own clients. Default absent: plaintext.
     #[serde(default)]
     pub listen_tls: Option<ListenTls>,
+    /// Flow history. Default absent: none.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
+}
+
+impl RelayConfig {
+    /// The history settings when history is on.
+    pub fn history_enabled(&self) -> Option<&HistoryConfig> {
+        self.history.as_ref().filter(|h| h.enabled)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_history_path() -> PathBuf {
+    "/var/lib/lumen/relay/flows.db".into()
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_size() -> u64 {
+    1 << 30
+}
+fn default_buffer_flows() -> usize {
+    100_000
+}
+fn default_insert_batch() -> usize {
+    2000
+}
+fn default_retention_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_listen() -> String {
@@ -263,6 +346,20 @@ impl RelayConfig {
                 return Err(ConfigError::Invalid {
                     key: "tls.caFiles",
                     reason: "list at least one CA file (e.g. lumen-certgen's ca.crt)".into(),
+                });
+            }
+        }
+        if let Some(h) = self.history_enabled() {
+            if h.buffer_flows == 0 || h.insert_batch == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "history",
+                    reason: "bufferFlows and insertBatch must be at least 1".into(),
+                });
+            }
+            if h.max_age.is_zero() || h.max_size_bytes == 0 || h.retention_interval.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key: "history",
+                    reason: "maxAge, maxSizeBytes and retentionInterval must be > 0".into(),
                 });
             }
         }
@@ -393,6 +490,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("tls.caFiles"), "{e}");
+    }
+
+    #[test]
+    fn history_is_off_by_default_and_on_when_present() {
+        let c = RelayConfig::parse("peerService: x").unwrap();
+        assert_eq!(c.history_enabled(), None);
+        let c = RelayConfig::parse("peerService: x\nhistory: {}").unwrap();
+        let h = c.history_enabled().unwrap();
+        assert_eq!(h.backend, HistoryBackend::Sqlite);
+        assert_eq!(h.path, PathBuf::from("/var/lib/lumen/relay/flows.db"));
+        assert_eq!(h.max_age, Duration::from_secs(86400));
+        assert_eq!((h.max_size_bytes, h.buffer_flows), (1 << 30, 100_000));
+        let c = RelayConfig::parse(
+            "peerService: x\nhistory: {path: /s/f.db, maxAge: 1h, maxSizeBytes: 1000, bufferFlows: 5, insertBatch: 2, retentionInterval: 1s}",
+        )
+        .unwrap();
+        let h = c.history_enabled().unwrap();
+        assert_eq!(
+            (h.max_age, h.max_size_bytes),
+            (Duration::from_secs(3600), 1000)
+        );
+        assert_eq!(h.retention_interval, Duration::from_secs(1));
+        let c = RelayConfig::parse("peerService: x\nhistory: {enabled: false}").unwrap();
+        assert_eq!(c.history_enabled(), None);
+        for bad in [
+            "peerService: x\nhistory: {bogus: 1}",
+            "peerService: x\nhistory: {backend: clickhouse}",
+            "peerService: x\nhistory: {bufferFlows: 0}",
+            "peerService: x\nhistory: {maxAge: 0s}",
+        ] {
+            assert!(RelayConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -91,14 +91,14 @@ impl Drop for NodeStream {
     }
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
-fn timestamp(ns: i64) -> Timestamp {
+pub(crate) fn timestamp(ns: i64) -> Timestamp {
     Timestamp {
         seconds: ns.div_euclid(1_000_000_000),
         nanos: ns.rem_euclid(1_000_000_000) as i32,
@@ -122,7 +122,7 @@ fn encoded_status(state: NodeState, nodes: Vec<String>, message: &str) -> Bytes 
     Bytes::from(node_status(state, nodes, message).encode_to_vec())
 }
 
-async fn open(
+pub(crate) async fn open(
     node: &NodeInfo,
     req: GetFlowsRequest,
     timeout: Duration,
@@ -516,7 +516,7 @@ impl FanOut {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The fan-out against synthetic agents: in-process Observer servers on unix sockets
     //! whose GetFlows streams are scripted.
     use super::*;
@@ -535,11 +535,11 @@ mod tests {
     /// A fake agent: `history` (times in ms) answered to every request (the last `number`
     /// when set), then, on follow, whatever is sent on `live`.
     #[derive(Clone)]
-    struct FakeAgent {
+    pub(crate) struct FakeAgent {
         node: String,
         history: Vec<i64>,
         live: Arc<tokio::sync::Mutex<Option<mpsc::Receiver<i64>>>>,
-        requests: Arc<std::sync::Mutex<Vec<GetFlowsRequest>>>,
+        pub(crate) requests: Arc<std::sync::Mutex<Vec<GetFlowsRequest>>>,
     }
 
     fn flow_resp(node: &str, ms: i64) -> GetFlowsResponse {
@@ -571,7 +571,15 @@ mod tests {
             }
             self.requests.lock().unwrap().push(req.clone());
             let (tx, rx) = mpsc::channel(16);
-            let mut hist = self.history.clone();
+            let since_ms = req.since.as_ref().map_or(i64::MIN, |t| {
+                (t.seconds * 1_000_000_000 + t.nanos as i64 + 999_999) / 1_000_000
+            });
+            let mut hist: Vec<i64> = self
+                .history
+                .iter()
+                .copied()
+                .filter(|t| *t >= since_ms)
+                .collect();
             if req.number > 0 && (req.number as usize) < hist.len() {
                 hist = hist[hist.len() - req.number as usize..].to_vec();
             }
@@ -631,14 +639,14 @@ mod tests {
         }
     }
 
-    struct Running {
-        agent: FakeAgent,
-        live: Option<mpsc::Sender<i64>>,
-        server: tokio::task::JoinHandle<()>,
-        path: PathBuf,
+    pub(crate) struct Running {
+        pub(crate) agent: FakeAgent,
+        pub(crate) live: Option<mpsc::Sender<i64>>,
+        pub(crate) server: tokio::task::JoinHandle<()>,
+        pub(crate) path: PathBuf,
     }
 
-    fn dir() -> PathBuf {
+    pub(crate) fn dir() -> PathBuf {
         let d = std::env::temp_dir().join(format!(
             "lumen-relay-test-{}-{}",
             std::process::id(),
@@ -648,7 +656,7 @@ mod tests {
         d
     }
 
-    fn serve(dir: &std::path::Path, node: &str, history: Vec<i64>) -> Running {
+    pub(crate) fn serve(dir: &std::path::Path, node: &str, history: Vec<i64>) -> Running {
         let path = dir.join(format!("{}.sock", node.replace('/', "_")));
         let _ = std::fs::remove_file(&path);
         let (ltx, lrx) = mpsc::channel(16);
@@ -676,7 +684,7 @@ mod tests {
         }
     }
 
-    fn pool() -> Pool {
+    pub(crate) fn pool() -> Pool {
         Pool::new(
             Dialer {
                 timeout: Duration::from_secs(2),
@@ -689,7 +697,7 @@ mod tests {
         )
     }
 
-    async fn wait_connected(pool: &Pool, n: usize) {
+    pub(crate) async fn wait_connected(pool: &Pool, n: usize) {
         let mut rx = pool.subscribe();
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
@@ -708,7 +716,7 @@ mod tests {
         .expect("nodes connected");
     }
 
-    const CFG: MergeConfig = MergeConfig {
+    pub(crate) const CFG: MergeConfig = MergeConfig {
         max_len: 100,
         drain_timeout: Duration::from_millis(50),
         open_timeout: Duration::from_secs(2),

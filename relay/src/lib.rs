@@ -9,6 +9,7 @@
 //! - [`peers`]: discovery feeding the pool;
 //! - [`merge`]: the sort buffer; [`select`]: node selection by `node_name` filters;
 //! - [`flows`]: the GetFlows fan-out; [`service`]: the gRPC handlers;
+//! - [`history`]: flow history (recording, answering old ranges); [`store`]: its backends;
 //! - [`error`]: errors and their gRPC statuses.
 
 #![warn(missing_docs)]
@@ -17,11 +18,13 @@ pub mod config;
 pub mod dial;
 pub mod error;
 pub mod flows;
+pub mod history;
 pub mod merge;
 pub mod peers;
 pub mod pool;
 pub mod select;
 pub mod service;
+pub mod store;
 pub mod tls;
 
 use config::RelayConfig;
@@ -53,6 +56,10 @@ pub async fn serve(
         drain_timeout: cfg.sort_buffer_drain_timeout,
         open_timeout: cfg.dial_timeout,
     };
+    let history = match cfg.history_enabled() {
+        Some(h) => Some(history::History::start(h, pool.clone(), merge).await?),
+        None => None,
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<lumen_api::observer::observer_server::ObserverServer<service::RelayService>>(
@@ -61,6 +68,15 @@ pub async fn serve(
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    // On shutdown, the recorder stops first and the writer stores what it has queued
+    // (the process may not outlive the server's graceful shutdown long enough otherwise).
+    let flush = history.clone();
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(h) = flush {
+            h.shutdown(std::time::Duration::from_secs(2)).await;
+        }
+    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = listen_tls {
         builder = builder.tls_config(t).map_err(ServeError::ListenTls)?;
@@ -68,7 +84,7 @@ pub async fn serve(
     let result = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health)
-        .add_service(service::RelayService::new(pool, merge).into_server())
+        .add_service(service::RelayService::new(pool, merge, history.clone()).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
@@ -76,6 +92,10 @@ pub async fn serve(
         .await;
     if let Some(d) = discovery {
         d.abort();
+    }
+    if let Some(h) = history {
+        // Already done unless serving failed.
+        h.shutdown(std::time::Duration::from_secs(2)).await;
     }
     Ok(result?)
 }
@@ -89,6 +109,9 @@ pub enum ServeError {
     /// `listenTls` was refused (certificate and key do not match, or a bad CA).
     #[error("listenTls: {0} (check certFile, keyFile and clientCAFiles)")]
     ListenTls(tonic::transport::Error),
+    /// The history store cannot be opened.
+    #[error(transparent)]
+    History(#[from] store::StoreError),
     /// Serving failed.
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -5,6 +5,7 @@
 use crate::{
     error::RelayError,
     flows::{FanOut, MergeConfig, CLIENT_QUEUE},
+    history::History,
     pool::{NodeInfo, Pool},
 };
 use lumen_api::encoded::{BatchStream, EncodedFlows, ObserverRoutes};
@@ -32,15 +33,18 @@ pub const VERSION: &str = concat!("lumen-relay-", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct RelayService {
     pool: Pool,
+    history: Option<History>,
     merge: MergeConfig,
     started: std::time::Instant,
 }
 
 impl RelayService {
-    /// A service over `pool`.
-    pub fn new(pool: Pool, merge: MergeConfig) -> Self {
+    /// A service over `pool`, answering from `history` what reaches back before the
+    /// nodes' live data.
+    pub fn new(pool: Pool, merge: MergeConfig, history: Option<History>) -> Self {
         RelayService {
             pool,
+            history,
             merge,
             started: std::time::Instant::now(),
         }
@@ -129,6 +133,11 @@ impl EncodedFlows for RelayService {
 
     /// Starts a fan-out for `req`; its encoded responses arrive on the stream.
     async fn encoded_flows(&self, req: GetFlowsRequest) -> Result<BatchStream, Status> {
+        if let Some(h) = &self.history {
+            if let Some(stream) = h.answer(&req)? {
+                return Ok(stream);
+            }
+        }
         let fan = FanOut::start(req, self.pool.subscribe(), self.merge).await?;
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         tokio::spawn(fan.run(tx));

@@ -297,6 +297,7 @@ fn main() -> Result<()> {
         &lab,
         RelayOptions {
             listen_address: Some("127.0.0.1:4245".into()),
+            history: Some(lab.dir().join("relay-history").join("flows.db")),
             ..RelayOptions::default()
         },
     )?;
