@@ -4,7 +4,8 @@
 //! Works against ClickHouse 18.16 (Debian's) and current releases: row validation is off
 //! (its schema queries need newer servers), times are `Int64` ns plus a `DateTime` for the
 //! day partition and the hour key (no `DateTime64` in 18.16). Schema from
-//! `schema/sql/clickhouse/`, created on open; see its comments for the key.
+//! `schema/sql/clickhouse/`, created on open; see its comments for the key. HTTP
+//! compression is off: the crate's LZ4 response framing reads as empty rows from 18.16.
 //!
 //! - Inserts: one `INSERT … FORMAT RowBinary` per batch the writer hands over (a batch is
 //!   one MergeTree part: the writer must batch), retried with backoff on transient errors
@@ -76,9 +77,7 @@ impl ClickHouseError {
     /// Whether trying again later may succeed (the writer's back-pressure signal).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClickHouseError::Unavailable { .. } | ClickHouseError::MutationPending { .. } => {
-                true
-            }
+            ClickHouseError::Unavailable { .. } | ClickHouseError::MutationPending { .. } => true,
             ClickHouseError::Statement { source, .. } => transient(source),
         }
     }
@@ -266,6 +265,21 @@ fn major_minor(version: &str) -> Option<(u32, u32)> {
     Some((it.next()??, it.next()??))
 }
 
+/// The statements of a schema file: `--` comments removed (the schema has no string
+/// literals), split on `;`, empty ones skipped.
+fn schema_statements(schema: &str) -> Vec<String> {
+    let code: String = schema
+        .lines()
+        .map(|l| l.split_once("--").map_or(l, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    code.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// A bound value of a built statement.
 enum Value {
     Int(i64),
@@ -392,7 +406,8 @@ impl ClickHouseStore {
         let mut base = Client::default()
             .with_url(&opts.url)
             .with_user(&opts.user)
-            .with_validation(false);
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None);
         if !opts.password.is_empty() {
             base = base.with_password(&opts.password);
         }
@@ -402,17 +417,12 @@ impl ClickHouseStore {
             .await
             .map_err(statement("create database"))?;
         let client = base.with_database(&opts.database);
-        for stmt in SCHEMA.split(';') {
-            let has_sql = stmt
-                .lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"));
-            if has_sql {
-                client
-                    .query(stmt)
-                    .execute()
-                    .await
-                    .map_err(statement("create schema"))?;
-            }
+        for stmt in schema_statements(SCHEMA) {
+            client
+                .query(&stmt)
+                .execute()
+                .await
+                .map_err(statement("create schema"))?;
         }
         let version: String = client
             .query("SELECT version()")
@@ -732,5 +742,13 @@ mod tests {
         assert_eq!(seconds(i64::MAX), u32::MAX);
         assert_eq!(row_key(b""), 0xcbf2_9ce4_8422_2325_u64 as i64);
         assert_ne!(row_key(b"a"), row_key(b"b"));
+    }
+
+    #[test]
+    fn the_schema_is_one_create_table_without_comments() {
+        let stmts = schema_statements(SCHEMA);
+        assert_eq!(stmts.len(), 1);
+        assert!(stmts[0].starts_with("CREATE TABLE IF NOT EXISTS flows"));
+        assert!(!stmts[0].contains("--"));
     }
 }
