@@ -69,7 +69,7 @@ fn flow(i: u64, t: i64) -> StoredFlow {
         nanos: (t % 1_000_000_000) as i32,
     });
     let node = format!("lab/node-{}", i % 8);
-    let verdict = if i % 20 == 0 { DROPPED } else { 1 };
+    let verdict = if i.is_multiple_of(20) { DROPPED } else { 1 };
     let resp = GetFlowsResponse {
         node_name: node.clone(),
         time,

@@ -342,8 +342,9 @@ fn prefilter_sql(p: &Prefilter, binds: &mut Vec<Value>) -> Option<String> {
     Some(format!("({})", ors.join(" OR ")))
 }
 
-/// The rows of a page, with the values to bind: exposed so that the bench measures the very
-/// statement the relay runs.
+/// The statement for one page (deduplicated on `(time_ns, row_key)`), with its values.
+/// Conditions on `time_ns` are doubled on `time` so the day partitions and the hour key
+/// prune.
 fn query_sql(q: &Query) -> (String, Vec<Value>) {
     let mut binds = vec![];
     let mut wh = vec![];
