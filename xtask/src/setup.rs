@@ -30,6 +30,9 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     "chromium",
     "chromium-driver",
+    // The relay's ClickHouse history backend tests start a server of their own.
+    "clickhouse-server",
+    "clickhouse-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

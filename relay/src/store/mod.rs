@@ -10,6 +10,7 @@
 //!   semantics are applied afterwards with `lumen-filter` on the decoded rows;
 //! - [`sqlite`]: the embedded default backend.
 
+pub mod clickhouse;
 pub mod prefilter;
 pub mod sqlite;
 
