@@ -162,6 +162,47 @@ pub enum HistoryBackend {
     /// Embedded SQLite (sqlx, bundled): the default.
     #[default]
     Sqlite,
+    /// A ClickHouse server (`history.clickhouse`), for clusters that outgrow one machine.
+    Clickhouse,
+}
+
+/// `history.clickhouse`: where the ClickHouse backend stores flows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint. Default `http://127.0.0.1:8123`.
+    #[serde(default = "default_clickhouse_url")]
+    pub url: String,
+    /// Database (created if missing). Default `lumen`.
+    #[serde(default = "default_clickhouse_database")]
+    pub database: String,
+    /// User. Default `default`.
+    #[serde(default = "default_clickhouse_user")]
+    pub user: String,
+    /// Password. Default empty.
+    #[serde(default)]
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: default_clickhouse_url(),
+            database: default_clickhouse_database(),
+            user: default_clickhouse_user(),
+            password: String::new(),
+        }
+    }
+}
+
+fn default_clickhouse_url() -> String {
+    "http://127.0.0.1:8123".into()
+}
+fn default_clickhouse_database() -> String {
+    "lumen".into()
+}
+fn default_clickhouse_user() -> String {
+    "default".into()
 }
 
 /// `history`: flow history kept by the relay.
@@ -174,9 +215,12 @@ pub struct HistoryConfig {
     /// Default `sqlite`.
     #[serde(default)]
     pub backend: HistoryBackend,
-    /// The database file. Default `/var/lib/lumen/relay/flows.db`.
+    /// The database file (`sqlite`). Default `/var/lib/lumen/relay/flows.db`.
     #[serde(default = "default_history_path")]
     pub path: PathBuf,
+    /// The server (`clickhouse`).
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
     /// Flows older than this are deleted. Default 24 h.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Duration,
@@ -512,11 +556,26 @@ mod tests {
             (Duration::from_secs(3600), 1000)
         );
         assert_eq!(h.retention_interval, Duration::from_secs(1));
+        let c = RelayConfig::parse(
+            "peerService: x\nhistory: {backend: clickhouse, clickhouse: {url: 'http://ch:8123', database: flows}}",
+        )
+        .unwrap();
+        let h = c.history_enabled().unwrap();
+        assert_eq!(h.backend, HistoryBackend::Clickhouse);
+        assert_eq!(
+            (
+                h.clickhouse.url.as_str(),
+                h.clickhouse.database.as_str(),
+                h.clickhouse.user.as_str()
+            ),
+            ("http://ch:8123", "flows", "default")
+        );
         let c = RelayConfig::parse("peerService: x\nhistory: {enabled: false}").unwrap();
         assert_eq!(c.history_enabled(), None);
         for bad in [
             "peerService: x\nhistory: {bogus: 1}",
-            "peerService: x\nhistory: {backend: clickhouse}",
+            "peerService: x\nhistory: {backend: postgres}",
+            "peerService: x\nhistory: {backend: clickhouse, clickhouse: {host: x}}",
             "peerService: x\nhistory: {bufferFlows: 0}",
             "peerService: x\nhistory: {maxAge: 0s}",
         ] {

@@ -12,7 +12,7 @@ use lumen_api::{
     wkt::Timestamp,
 };
 use lumen_relay::store::{
-    clickhouse::{is_retryable, ClickHouseOptions, ClickHouseStore},
+    clickhouse::{ClickHouseOptions, ClickHouseStore},
     columns,
     prefilter::Prefilter,
     FlowStore, Order, Page, Query, StoredFlow,
@@ -252,7 +252,7 @@ async fn outage_during_ingestion_is_retryable_and_catches_up_without_duplicates(
 
     server.stop();
     let e = s.insert(backlog).await.unwrap_err();
-    assert!(is_retryable(&e), "not retryable: {e}");
+    assert!(e.is_retryable(), "not retryable: {e}");
     assert!(s.query(&q(None, None, Order::Ascending, 10)).await.is_err());
 
     server.restart();

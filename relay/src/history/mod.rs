@@ -64,6 +64,21 @@ impl History {
     ) -> Result<History, StoreError> {
         let store: Arc<dyn FlowStore> = match cfg.backend {
             HistoryBackend::Sqlite => Arc::new(SqliteStore::open(&cfg.path).await?),
+            HistoryBackend::Clickhouse => {
+                let c = &cfg.clickhouse;
+                Arc::new(
+                    crate::store::clickhouse::ClickHouseStore::open(
+                        crate::store::clickhouse::ClickHouseOptions {
+                            url: c.url.clone(),
+                            database: c.database.clone(),
+                            user: c.user.clone(),
+                            password: c.password.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await?,
+                )
+            }
         };
         let watermarks: HashMap<String, i64> = store.watermarks().await?.into_iter().collect();
         let stats = store.stats().await?;

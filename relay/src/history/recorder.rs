@@ -8,7 +8,10 @@
 //! slowed down. The writer decodes each flow once (for the indexed columns), inserts
 //! batches of up to `insertBatch` in one transaction, and publishes per node the latest
 //! time committed (the *flushed watermark* the replay splits history from live at). A
-//! failed insert counts its batch lost. A retention task deletes by age and by size.
+//! batch the store refuses for a transient reason (ClickHouse unreachable, too many
+//! parts) is held and retried with backoff, the queue behind it absorbing new flows up to
+//! its bound; any other failure counts the batch lost. A retention task deletes by age
+//! and by size.
 
 use super::Shared;
 use crate::{
@@ -34,6 +37,10 @@ use tokio::{
 
 /// Pause before re-asking a connected node whose stream ended.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// First and longest wait before inserting a held batch again.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How often a growing lost count is logged.
 const LOST_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,7 +71,22 @@ pub(super) async fn writer(
                 Err(e) => tracing::debug!(error = %e, "undecodable response not recorded"),
             }
         }
-        match shared.store.insert(&rows).await {
+        let mut backoff = RETRY_FIRST;
+        let result = loop {
+            match shared.store.insert(&rows).await {
+                // A remote store down or pushing back: hold the batch (the queue behind it
+                // fills, and past `bufferFlows` new flows are counted lost, never waited
+                // for) and try again.
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, held = rows.len(), queued = rx.len(), retry_in = ?backoff,
+                        "history store unavailable; holding the batch");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(()) => {
                 let mut w = shared.flushed.lock().unwrap_or_else(|e| e.into_inner());
                 for r in &rows {

@@ -10,8 +10,8 @@
 //! - Inserts: one `INSERT … FORMAT RowBinary` per batch the writer hands over (a batch is
 //!   one MergeTree part: the writer must batch), retried with backoff on transient errors
 //!   (network, timeouts, too many parts). When the retries are spent the error is
-//!   [`ClickHouseError::Unavailable`]: [`is_retryable`] tells the writer to hold the batch
-//!   and slow down rather than drop it.
+//!   [`ClickHouseError::Unavailable`]: [`StoreError::is_retryable`] tells the writer to
+//!   hold the batch and slow down rather than drop it.
 //! - Duplicates: a retried INSERT may land twice (non-replicated MergeTree has no insert
 //!   dedup in 18.16). Rows carry `row_key`, a stable hash of the response bytes, at the end
 //!   of a `ReplacingMergeTree` key: merges collapse copies, and readers dedupe with
@@ -21,9 +21,7 @@
 //!   ([`ClickHouseOptions::ttl`]) when the server has it. Otherwise (and for
 //!   [`FlowStore::delete_before`] / [`FlowStore::delete_oldest`]) whole day partitions are
 //!   dropped and the rest deleted by an `ALTER TABLE … DELETE` mutation, waited for.
-//! - Errors: [`ClickHouseError`]; the shared [`StoreError`] has no ClickHouse variant yet,
-//!   so it travels as the source of a `StoreError::Database(sqlx::Error::Io)` (see
-//!   [`is_retryable`] / [`clickhouse_error`] to get it back).
+//! - Errors: [`ClickHouseError`], carried as [`StoreError::ClickHouse`].
 
 use super::{
     prefilter::{Cond, Prefilter, Side},
@@ -81,31 +79,6 @@ impl ClickHouseError {
             ClickHouseError::Statement { source, .. } => transient(source),
         }
     }
-}
-
-impl From<ClickHouseError> for StoreError {
-    fn from(e: ClickHouseError) -> StoreError {
-        let kind = if e.is_retryable() {
-            std::io::ErrorKind::WouldBlock
-        } else {
-            std::io::ErrorKind::Other
-        };
-        StoreError::Database(sqlx::Error::Io(std::io::Error::new(kind, e)))
-    }
-}
-
-/// The ClickHouse error behind a store error, if it is one.
-pub fn clickhouse_error(e: &StoreError) -> Option<&ClickHouseError> {
-    match e {
-        StoreError::Database(sqlx::Error::Io(io)) => io.get_ref()?.downcast_ref(),
-        _ => None,
-    }
-}
-
-/// Whether a store error from this backend is transient: the writer should keep the batch,
-/// back off and insert it again instead of counting it lost.
-pub fn is_retryable(e: &StoreError) -> bool {
-    clickhouse_error(e).is_some_and(ClickHouseError::is_retryable)
 }
 
 /// ClickHouse error codes worth retrying: timeouts, network, too many parts (inserts
@@ -726,10 +699,10 @@ mod tests {
             source: E::TimedOut,
         }
         .into();
-        assert!(is_retryable(&e));
+        assert!(e.is_retryable());
         let e: StoreError = statement("insert")(syntax).into();
-        assert!(!is_retryable(&e));
-        assert!(clickhouse_error(&e).is_some());
+        assert!(!e.is_retryable());
+        assert!(matches!(e, StoreError::ClickHouse(_)));
     }
 
     #[test]

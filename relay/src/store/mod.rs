@@ -30,6 +30,9 @@ pub enum StoreError {
     /// Its schema could not be brought up to date.
     #[error("history schema migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The ClickHouse backend failed.
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::ClickHouseError),
     /// The directory for the database could not be created.
     #[error("history directory {path}: {source}")]
     Directory {
@@ -38,6 +41,17 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the failure is transient (a remote store unreachable or pushing back): the
+    /// writer keeps the batch and tries again later instead of counting it lost.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::ClickHouse(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// The indexed columns of one stored flow.
