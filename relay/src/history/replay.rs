@@ -9,13 +9,16 @@
 //!   filters and the field mask applied here): oldest first; with `number` and not
 //!   `first` the newest `number` (in time order); with `first` the oldest `number`;
 //! - the nodes answer the rest as an ordinary fan-out asked with `since = B + 1 ns` and
-//!   `number` 0 (with `first`: what is left of `number`), `follow` as requested.
+//!   `number` 0 (with `first`: what is left of `number`), `follow` as requested. For the
+//!   newest `number` without `follow` (`hubble observe --last N`) the nodes are asked for
+//!   their newest `number` after `B`, read first, and only the newest `number` of both
+//!   parts are sent: exactly N, as Hubble prints.
 //!
 //! The two parts are disjoint by time, so nothing is sent twice, and the live part starts
 //! exactly after the stored one: no gap as long as the nodes still hold the flows after
 //! `B`, which is at most the writer's flush delay old. `number` counts across the cluster
-//! on the stored part (Hubble counts per node); the live tail after `B` adds the few flows
-//! of the last moment. Requests whose `since` is after `B` go to the nodes unchanged.
+//! (Hubble's relay asks each node for N); with `follow` the live tail after `B` adds the
+//! flows of the last moment. Requests whose `since` is after `B` go to the nodes unchanged.
 
 use super::Shared;
 use crate::{
@@ -111,7 +114,13 @@ pub fn plan(req: &GetFlowsRequest, boundary_ns: Option<i64>) -> Result<Option<Pl
     let live_needed = req.follow || until_ns.is_none_or(|u| u > b);
     let live = live_needed.then(|| GetFlowsRequest {
         since: Some(timestamp(b + 1)),
-        number: if req.first { req.number } else { 0 },
+        // `first`: what is left of N; the newest N without follow: at most N per node
+        // after B (the answer is trimmed to the newest N overall).
+        number: if req.first || !req.follow {
+            req.number
+        } else {
+            0
+        },
         ..req.clone()
     });
     Ok(Some(Plan {
@@ -196,12 +205,47 @@ pub async fn run(
     if query.order == Order::Descending {
         rows.reverse();
     }
-    for chunk in rows.chunks(BATCH) {
-        if tx.send(chunk.to_vec()).await.is_err() {
-            return;
-        }
+    let Some(mut live) = plan.live else {
+        send_rows(&tx, &rows).await;
+        return;
+    };
+    // The newest N, no follow: the live tail (after B, so newer than every stored row)
+    // is read first, and only the newest N of both go out, as Hubble's `--last N` prints.
+    if plan.limit.is_some() && !live.first && !live.follow {
+        let tail = match FanOut::start(live, pool, merge).await {
+            Ok(fan) => collect(fan).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "no live part after history");
+                vec![]
+            }
+        };
+        let is_flow = |b: &Bytes| {
+            matches!(
+                GetFlowsResponse::decode(b.clone()).map(|r| r.response_types),
+                Ok(Some(ResponseTypes::Flow(_)))
+            )
+        };
+        let tail_flows = tail.iter().filter(|b| is_flow(b)).count() as u64;
+        let keep_stored = want.saturating_sub(tail_flows) as usize;
+        let stored = &rows[rows.len().saturating_sub(keep_stored)..];
+        let mut skip = tail_flows.saturating_sub(want);
+        let tail: Vec<Bytes> = tail
+            .into_iter()
+            .filter(|b| {
+                if skip > 0 && is_flow(b) {
+                    skip -= 1;
+                    return false;
+                }
+                true
+            })
+            .collect();
+        send_rows(&tx, stored).await;
+        send_rows(&tx, &tail).await;
+        return;
     }
-    let Some(mut live) = plan.live else { return };
+    if !send_rows(&tx, &rows).await {
+        return;
+    }
     if plan.limit.is_some() && live.first {
         if sent >= want && !live.follow {
             return;
@@ -212,6 +256,28 @@ pub async fn run(
         Ok(fan) => fan.run(tx).await,
         Err(e) => tracing::debug!(error = %e, "no live part after history"),
     }
+}
+
+/// Sends `rows` in batches; false when the client went away.
+async fn send_rows(tx: &mpsc::Sender<Vec<Bytes>>, rows: &[Bytes]) -> bool {
+    for chunk in rows.chunks(BATCH) {
+        if tx.send(chunk.to_vec()).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Everything a (non-follow) fan-out answers.
+async fn collect(fan: FanOut) -> Vec<Bytes> {
+    let (tx, mut rx) = mpsc::channel(16);
+    let run = tokio::spawn(fan.run(tx));
+    let mut out = vec![];
+    while let Some(batch) = rx.recv().await {
+        out.extend(batch);
+    }
+    let _ = run.await;
+    out
 }
 
 #[cfg(test)]
@@ -297,14 +363,24 @@ mod tests {
         let p = plan(&req, Some(b)).unwrap().unwrap();
         assert_eq!(p.query.until_ns, Some(500));
         assert!(p.live.is_none());
-        // number: the newest N stored, then the live tail.
+        // number: the newest N stored, and at most N per node after B (trimmed to N).
         let req = GetFlowsRequest {
             number: 20,
             ..Default::default()
         };
         let p = plan(&req, Some(b)).unwrap().unwrap();
         assert_eq!((p.query.order, p.limit), (Order::Descending, Some(20)));
-        assert_eq!(p.live.unwrap().number, 0);
+        assert_eq!(p.live.unwrap().number, 20);
+        // number with follow: the newest N stored, then everything live after B.
+        let req = GetFlowsRequest {
+            number: 20,
+            follow: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&req, Some(b)).unwrap().unwrap().live.unwrap().number,
+            0
+        );
         // since after B: nodes only.
         let req = GetFlowsRequest {
             since: ts(b + 5),
