@@ -24,7 +24,7 @@
 //! - Errors: [`ClickHouseError`], carried as [`StoreError::ClickHouse`].
 
 use super::{
-    prefilter::{Cond, Prefilter, Side},
+    prefilter::{Dialect, SqlValue},
     Cursor, FlowStore, Order, Page, Query, StoreError, StoreStats, StoredFlow,
 };
 use clickhouse::{Client, Row};
@@ -253,83 +253,21 @@ fn schema_statements(schema: &str) -> Vec<String> {
         .collect()
 }
 
-/// A bound value of a built statement.
-enum Value {
-    Int(i64),
-    Text(String),
-}
-
-fn side_cols(side: Side) -> (&'static str, &'static str, &'static str, &'static str) {
-    match side {
-        Side::Source => ("src_namespace", "src_pod", "src_ip", "src_identity"),
-        Side::Destination => ("dst_namespace", "dst_pod", "dst_ip", "dst_identity"),
-    }
-}
-
-/// `(… OR …)` for a prefilter, with its values (the crate's `?` placeholders).
-fn prefilter_sql(p: &Prefilter, binds: &mut Vec<Value>) -> Option<String> {
-    if p.filters.is_empty() {
-        return None;
-    }
-    let mut ors = vec![];
-    for filter in &p.filters {
-        let mut ands = vec![];
-        for any in filter {
-            let mut alts = vec![];
-            for c in any {
-                match c {
-                    Cond::Pod {
-                        side,
-                        namespace,
-                        prefix,
-                    } => {
-                        let (ns, pod, _, _) = side_cols(*side);
-                        binds.push(Value::Text(namespace.clone()));
-                        if prefix.is_empty() {
-                            alts.push(format!("{ns} = ?"));
-                        } else {
-                            // Byte prefix: equal to the UTF-8 prefix for a whole string.
-                            binds.push(Value::Int(prefix.len() as i64));
-                            binds.push(Value::Text(prefix.clone()));
-                            alts.push(format!("({ns} = ? AND substring({pod}, 1, ?) = ?)"));
-                        }
-                    }
-                    Cond::Ip(side, ip) => {
-                        binds.push(Value::Text(ip.clone()));
-                        alts.push(format!("{} = ?", side_cols(*side).2));
-                    }
-                    Cond::Identity(side, id) => {
-                        binds.push(Value::Int(i64::from(*id)));
-                        alts.push(format!("{} = ?", side_cols(*side).3));
-                    }
-                    Cond::Verdict(v) => {
-                        binds.push(Value::Int(i64::from(*v)));
-                        alts.push("verdict = ?".into());
-                    }
-                }
-            }
-            ands.push(format!("({})", alts.join(" OR ")));
-        }
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    Some(format!("({})", ors.join(" OR ")))
-}
-
 /// The statement for one page (deduplicated on `(time_ns, row_key)`), with its values.
 /// Conditions on `time_ns` are doubled on `time` so the day partitions and the hour key
 /// prune.
-fn query_sql(q: &Query) -> (String, Vec<Value>) {
+fn query_sql(q: &Query) -> (String, Vec<SqlValue>) {
     let mut binds = vec![];
     let mut wh = vec![];
     if let Some(s) = q.since_ns {
         wh.push("time >= toDateTime(?) AND time_ns >= ?".to_string());
-        binds.push(Value::Int(i64::from(seconds(s))));
-        binds.push(Value::Int(s));
+        binds.push(SqlValue::Int(i64::from(seconds(s))));
+        binds.push(SqlValue::Int(s));
     }
     if let Some(u) = q.until_ns {
         wh.push("time <= toDateTime(?) AND time_ns <= ?".to_string());
-        binds.push(Value::Int(i64::from(seconds(u))));
-        binds.push(Value::Int(u));
+        binds.push(SqlValue::Int(i64::from(seconds(u))));
+        binds.push(SqlValue::Int(u));
     }
     let (cmp, tcmp, dir) = match q.order {
         Order::Ascending => (">", ">=", "ASC"),
@@ -339,11 +277,11 @@ fn query_sql(q: &Query) -> (String, Vec<Value>) {
         wh.push(format!(
             "time {tcmp} toDateTime(?) AND (time_ns, row_key) {cmp} (?, ?)"
         ));
-        binds.push(Value::Int(i64::from(seconds(c.time_ns))));
-        binds.push(Value::Int(c.time_ns));
-        binds.push(Value::Int(c.id));
+        binds.push(SqlValue::Int(i64::from(seconds(c.time_ns))));
+        binds.push(SqlValue::Int(c.time_ns));
+        binds.push(SqlValue::Int(c.id));
     }
-    if let Some(p) = prefilter_sql(&q.prefilter, &mut binds) {
+    if let Some(p) = q.prefilter.to_sql(Dialect::ClickHouse, &mut binds) {
         wh.push(p);
     }
     let sql = format!(
@@ -355,15 +293,15 @@ fn query_sql(q: &Query) -> (String, Vec<Value>) {
             format!("WHERE {}", wh.join(" AND "))
         }
     );
-    binds.push(Value::Int(i64::from(q.limit.max(1))));
+    binds.push(SqlValue::Int(i64::from(q.limit.max(1))));
     (sql, binds)
 }
 
-fn bind_all(mut query: clickhouse::query::Query, binds: Vec<Value>) -> clickhouse::query::Query {
+fn bind_all(mut query: clickhouse::query::Query, binds: Vec<SqlValue>) -> clickhouse::query::Query {
     for b in binds {
         query = match b {
-            Value::Int(i) => query.bind(i),
-            Value::Text(t) => query.bind(t),
+            SqlValue::Int(i) => query.bind(i),
+            SqlValue::Text(t) => query.bind(t),
         };
     }
     query
@@ -484,7 +422,7 @@ impl ClickHouseStore {
     }
 
     /// Runs a mutation and waits until the server has applied it.
-    async fn mutate(&self, sql: &str, binds: Vec<Value>) -> Result<(), ClickHouseError> {
+    async fn mutate(&self, sql: &str, binds: Vec<SqlValue>) -> Result<(), ClickHouseError> {
         bind_all(self.client.query(sql), binds)
             .execute()
             .await
@@ -551,7 +489,7 @@ impl ClickHouseStore {
         if partial {
             self.mutate(
                 &format!("ALTER TABLE {TABLE} DELETE WHERE (time_ns, row_key) <= (?, ?)"),
-                vec![Value::Int(time_ns), Value::Int(key)],
+                vec![SqlValue::Int(time_ns), SqlValue::Int(key)],
             )
             .await?;
         }

@@ -127,6 +127,86 @@ impl Prefilter {
     }
 }
 
+/// A value bound to a `?` placeholder of a built statement.
+pub enum SqlValue {
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Text(String),
+}
+
+/// The SQL the backends differ in for a prefilter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `substr`, counting characters.
+    Sqlite,
+    /// `substring`, counting bytes.
+    ClickHouse,
+}
+
+fn side_cols(side: Side) -> (&'static str, &'static str, &'static str, &'static str) {
+    match side {
+        Side::Source => ("src_namespace", "src_pod", "src_ip", "src_identity"),
+        Side::Destination => ("dst_namespace", "dst_pod", "dst_ip", "dst_identity"),
+    }
+}
+
+impl Prefilter {
+    /// `(… OR …)` over the indexed columns, its values pushed to `binds` in placeholder
+    /// order; `None` when the prefilter selects everything.
+    pub fn to_sql(&self, dialect: Dialect, binds: &mut Vec<SqlValue>) -> Option<String> {
+        if self.filters.is_empty() {
+            return None;
+        }
+        let mut ors = vec![];
+        for filter in &self.filters {
+            let mut ands = vec![];
+            for any in filter {
+                let mut alts = vec![];
+                for c in any {
+                    match c {
+                        Cond::Pod {
+                            side,
+                            namespace,
+                            prefix,
+                        } => {
+                            let (ns, pod, _, _) = side_cols(*side);
+                            binds.push(SqlValue::Text(namespace.clone()));
+                            if prefix.is_empty() {
+                                alts.push(format!("{ns} = ?"));
+                            } else {
+                                let (substr, len) = match dialect {
+                                    Dialect::Sqlite => ("substr", prefix.chars().count()),
+                                    // Byte prefix: equal to the UTF-8 prefix for a whole string.
+                                    Dialect::ClickHouse => ("substring", prefix.len()),
+                                };
+                                binds.push(SqlValue::Int(len as i64));
+                                binds.push(SqlValue::Text(prefix.clone()));
+                                alts.push(format!("({ns} = ? AND {substr}({pod}, 1, ?) = ?)"));
+                            }
+                        }
+                        Cond::Ip(side, ip) => {
+                            binds.push(SqlValue::Text(ip.clone()));
+                            alts.push(format!("{} = ?", side_cols(*side).2));
+                        }
+                        Cond::Identity(side, id) => {
+                            binds.push(SqlValue::Int(i64::from(*id)));
+                            alts.push(format!("{} = ?", side_cols(*side).3));
+                        }
+                        Cond::Verdict(v) => {
+                            binds.push(SqlValue::Int(i64::from(*v)));
+                            alts.push("verdict = ?".into());
+                        }
+                    }
+                }
+                ands.push(format!("({})", alts.join(" OR ")));
+            }
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        Some(format!("({})", ors.join(" OR ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! the insert). Readers page by `(time_ns, id)` on the time indexes.
 
 use super::{
-    prefilter::{Cond, Prefilter, Side},
+    prefilter::{Dialect, SqlValue},
     Cursor, FlowStore, Order, Page, Query, StoreError, StoreStats, StoredFlow,
 };
 use sqlx::{
@@ -36,67 +36,6 @@ fn insert_sql(rows: usize) -> String {
         "INSERT INTO flows ({COLUMNS}) VALUES {}",
         vec![one; rows].join(",")
     )
-}
-
-/// A bound SQL value.
-enum Value {
-    Int(i64),
-    Text(String),
-}
-
-fn side_cols(side: Side) -> (&'static str, &'static str, &'static str, &'static str) {
-    match side {
-        Side::Source => ("src_namespace", "src_pod", "src_ip", "src_identity"),
-        Side::Destination => ("dst_namespace", "dst_pod", "dst_ip", "dst_identity"),
-    }
-}
-
-/// `(… OR …)` for a prefilter, with its values.
-fn prefilter_sql(p: &Prefilter, binds: &mut Vec<Value>) -> Option<String> {
-    if p.filters.is_empty() {
-        return None;
-    }
-    let mut ors = vec![];
-    for filter in &p.filters {
-        let mut ands = vec![];
-        for any in filter {
-            let mut alts = vec![];
-            for c in any {
-                match c {
-                    Cond::Pod {
-                        side,
-                        namespace,
-                        prefix,
-                    } => {
-                        let (ns, pod, _, _) = side_cols(*side);
-                        binds.push(Value::Text(namespace.clone()));
-                        if prefix.is_empty() {
-                            alts.push(format!("{ns} = ?"));
-                        } else {
-                            binds.push(Value::Int(prefix.chars().count() as i64));
-                            binds.push(Value::Text(prefix.clone()));
-                            alts.push(format!("({ns} = ? AND substr({pod}, 1, ?) = ?)"));
-                        }
-                    }
-                    Cond::Ip(side, ip) => {
-                        binds.push(Value::Text(ip.clone()));
-                        alts.push(format!("{} = ?", side_cols(*side).2));
-                    }
-                    Cond::Identity(side, id) => {
-                        binds.push(Value::Int(i64::from(*id)));
-                        alts.push(format!("{} = ?", side_cols(*side).3));
-                    }
-                    Cond::Verdict(v) => {
-                        binds.push(Value::Int(i64::from(*v)));
-                        alts.push("verdict = ?".into());
-                    }
-                }
-            }
-            ands.push(format!("({})", alts.join(" OR ")));
-        }
-        ors.push(format!("({})", ands.join(" AND ")));
-    }
-    Some(format!("({})", ors.join(" OR ")))
 }
 
 impl SqliteStore {
@@ -175,11 +114,11 @@ impl FlowStore for SqliteStore {
         let mut wh = vec![];
         if let Some(s) = q.since_ns {
             wh.push("time_ns >= ?".to_string());
-            binds.push(Value::Int(s));
+            binds.push(SqlValue::Int(s));
         }
         if let Some(u) = q.until_ns {
             wh.push("time_ns <= ?".to_string());
-            binds.push(Value::Int(u));
+            binds.push(SqlValue::Int(u));
         }
         let (cmp, dir) = match q.order {
             Order::Ascending => (">", "ASC"),
@@ -187,10 +126,10 @@ impl FlowStore for SqliteStore {
         };
         if let Some(c) = q.after {
             wh.push(format!("(time_ns, id) {cmp} (?, ?)"));
-            binds.push(Value::Int(c.time_ns));
-            binds.push(Value::Int(c.id));
+            binds.push(SqlValue::Int(c.time_ns));
+            binds.push(SqlValue::Int(c.id));
         }
-        if let Some(p) = prefilter_sql(&q.prefilter, &mut binds) {
+        if let Some(p) = q.prefilter.to_sql(Dialect::Sqlite, &mut binds) {
             wh.push(p);
         }
         let sql = format!(
@@ -204,8 +143,8 @@ impl FlowStore for SqliteStore {
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = match b {
-                Value::Int(i) => query.bind(i),
-                Value::Text(t) => query.bind(t),
+                SqlValue::Int(i) => query.bind(i),
+                SqlValue::Text(t) => query.bind(t),
             };
         }
         let limit = q.limit.max(1);
