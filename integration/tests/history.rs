@@ -105,8 +105,13 @@ fn relay_history_outlives_the_node_buffer_and_a_relay_restart() {
             ..Default::default()
         },
     );
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let options = RelayOptions {
         history: Some(t.lab.dir().join("relay-history").join("flows.db")),
+        extra_yaml: format!("prometheus: {{enabled: true, listenAddress: \"{metrics_addr}\"}}\n"),
         ..Default::default()
     };
     let mut relay = Relay::start(&t.lab, options.clone()).expect("relay");
@@ -153,6 +158,20 @@ fn relay_history_outlives_the_node_buffer_and_a_relay_restart() {
         },
     );
     assert!(flows(&other).is_empty(), "{other:?}");
+
+    // The relay's metrics count what it stored, and its node.
+    let m = lumen_integration::browser::get(&format!("http://{metrics_addr}/metrics")).unwrap();
+    let text = m.text();
+    assert!(
+        text.contains("lumen_relay_nodes{state=\"NODE_CONNECTED\"} 1"),
+        "{text}"
+    );
+    let stored_total: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("lumen_relay_history_flows_stored_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(stored_total as usize >= stored.len(), "{text}");
 
     // Restart the relay; traffic while it is down is backfilled from the node.
     relay.stop().unwrap();

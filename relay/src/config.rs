@@ -279,6 +279,34 @@ pub struct RelayConfig {
     /// Flow history. Default absent: none.
     #[serde(default)]
     pub history: Option<HistoryConfig>,
+    /// `prometheus`: the relay's own metrics (Hubble Relay's `hubble.relay.prometheus`).
+    #[serde(default)]
+    pub prometheus: PrometheusConfig,
+}
+
+/// `prometheus`: `/metrics` of the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusConfig {
+    /// Serve metrics. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where. Default `:9966` (Hubble Relay's port, all addresses).
+    #[serde(default = "default_prometheus_listen")]
+    pub listen_address: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            enabled: false,
+            listen_address: default_prometheus_listen(),
+        }
+    }
+}
+
+fn default_prometheus_listen() -> String {
+    ":9966".into()
 }
 
 impl RelayConfig {
@@ -363,6 +391,9 @@ impl RelayConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_socket_addr()?;
+        if self.prometheus.enabled {
+            self.prometheus_socket_addr()?;
+        }
         if self.sort_buffer_max_len == 0 {
             return Err(ConfigError::Invalid {
                 key: "sortBufferMaxLen",
@@ -418,18 +449,30 @@ impl RelayConfig {
 
     /// `listenAddress` as a socket address (`:4245` → `0.0.0.0:4245`).
     pub fn listen_socket_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
-        let a = &self.listen_address;
+        socket_addr("listenAddress", &self.listen_address)
+    }
+
+    /// `prometheus.listenAddress` as a socket address.
+    pub fn prometheus_socket_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        socket_addr("prometheus.listenAddress", &self.prometheus.listen_address)
+    }
+}
+
+fn socket_addr(key: &'static str, a: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    {
         let full = if a.starts_with(':') {
             format!("0.0.0.0{a}")
         } else {
-            a.clone()
+            a.to_string()
         };
         full.parse().map_err(|e| ConfigError::Invalid {
-            key: "listenAddress",
+            key,
             reason: format!("{a:?}: {e}"),
         })
     }
+}
 
+impl RelayConfig {
     /// A static peer's full name (`cluster/node`).
     pub fn full_name(&self, name: &str) -> String {
         if name.contains('/') {

@@ -20,6 +20,7 @@ pub mod error;
 pub mod flows;
 pub mod history;
 pub mod merge;
+pub mod metrics;
 pub mod peers;
 pub mod pool;
 pub mod select;
@@ -60,6 +61,16 @@ pub async fn serve(
         Some(h) => Some(history::History::start(h, pool.clone(), merge).await?),
         None => None,
     };
+    let metrics = if cfg.prometheus.enabled {
+        let addr = cfg.prometheus_socket_addr()?;
+        let sources = metrics::Sources {
+            pool: pool.clone(),
+            history: history.clone(),
+        };
+        Some(metrics::serve(addr, sources).await?.1)
+    } else {
+        None
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<lumen_api::observer::observer_server::ObserverServer<service::RelayService>>(
@@ -93,6 +104,9 @@ pub async fn serve(
     if let Some(d) = discovery {
         d.abort();
     }
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(h) = history {
         // Already done unless serving failed.
         h.shutdown(std::time::Duration::from_secs(2)).await;
@@ -112,6 +126,12 @@ pub enum ServeError {
     /// The history store cannot be opened.
     #[error(transparent)]
     History(#[from] store::StoreError),
+    /// A setting is unusable (e.g. `prometheus.listenAddress`).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The metrics server could not bind.
+    #[error(transparent)]
+    Metrics(#[from] metrics::BindError),
     /// Serving failed.
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -298,6 +298,7 @@ fn main() -> Result<()> {
         RelayOptions {
             listen_address: Some("127.0.0.1:4245".into()),
             history: Some(lab.dir().join("relay-history").join("flows.db")),
+            extra_yaml: "prometheus: {enabled: true, listenAddress: \"127.0.0.1:9966\"}\n".into(),
             ..RelayOptions::default()
         },
     )?;
@@ -307,6 +308,7 @@ fn main() -> Result<()> {
         "\nLumen demo lab is up.\n{}\n\
          \x20 node1's Hubble Observer API: 127.0.0.1:4244 (TCP)\n\
          \x20 node1's Prometheus metrics:  http://127.0.0.1:9965/metrics\n\
+         \x20 the relay's metrics:         http://127.0.0.1:9966/metrics\n\
          \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\
          \x20 web UI:                     {ui_url}/  (flows, denied, service map, status), log {ui_log}\n\n\
          Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
