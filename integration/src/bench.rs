@@ -34,27 +34,7 @@ pub fn median(v: &[f64]) -> f64 {
 /// One single-stream TCP iperf3 run of `seconds` from `client` to `server:port`: Gbit/s
 /// received.
 pub fn iperf_tcp_gbps(client: &Pod, server: IpAddr, port: u16, seconds: u32) -> Result<f64> {
-    let out = client.exec(
-        "iperf3",
-        [
-            "-c",
-            &server.to_string(),
-            "-p",
-            &port.to_string(),
-            "-t",
-            &seconds.to_string(),
-            "-J",
-        ],
-    )?;
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stdout)))?;
-    if let Some(e) = j.get("error") {
-        bail!("iperf3 to {server}:{port}: {e}");
-    }
-    Ok(j["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / 1e9)
+    Ok(iperf_tcp(client, server, port, seconds)?.gbps)
 }
 
 /// Starts a TCP echo server for [`conn_rate`] on `port` in `pod`'s namespace: `workers`
