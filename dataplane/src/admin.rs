@@ -89,6 +89,12 @@ pub struct StatusReport {
     /// Node-to-node encryption (none: disabled).
     #[serde(default)]
     pub encryption: Option<crate::encryption::EncryptionStatus>,
+    /// `bandwidthManager`, as `lumen status` prints it.
+    #[serde(default)]
+    pub bandwidth_manager: String,
+    /// `stateSource`: `manifests` or `kubernetes`.
+    #[serde(default)]
+    pub state_source: String,
 }
 
 /// The routing part of `lumen status`.
@@ -220,6 +226,8 @@ pub fn status(agent: &Agent, r: &PolicyReport) -> StatusReport {
         regeneration: (r.regeneration_us, r.regenerations),
         flows: (agent.ring.len(), agent.ring.capacity(), agent.ring.seen()),
         hubble_listen_address: agent.cfg.hubble.listen_address.clone(),
+        bandwidth_manager: bandwidth_manager_status(&agent.cfg.bandwidth_manager),
+        state_source: format!("{:?}", agent.cfg.state_source).to_lowercase(),
         l2_announcements: agent.l2_status.read().clone(),
         routing: RoutingStatus {
             mode: "native".into(),
@@ -328,6 +336,17 @@ pub fn is_admin(line: &str) -> bool {
         op: String,
     }
     serde_json::from_str::<Op>(line).is_ok_and(|o| AdminRequest::OPS.contains(&o.op.as_str()))
+}
+
+/// `bandwidthManager` in `lumen status`: accepted but not enforced, and it says so.
+fn bandwidth_manager_status(b: &crate::config::BandwidthManagerConfig) -> String {
+    if b.enabled {
+        "Disabled (bandwidthManager.enabled is set, but Lumen does not enforce \
+         kubernetes.io/egress-bandwidth yet)"
+            .into()
+    } else {
+        "Disabled".into()
+    }
 }
 
 #[cfg(test)]

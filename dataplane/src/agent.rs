@@ -365,7 +365,7 @@ impl Agent {
     async fn ipam(&self) -> Result<tokio::sync::MutexGuard<'_, Option<IpamState>>, AgentError> {
         let mut guard = self.ipam.lock().await;
         if guard.is_none() {
-            let cidr = if self.cfg.ipam.mode == crate::config::IpamMode::ClusterPool {
+            let cidr = if self.cfg.ipam.mode() == crate::config::IpamMode::ClusterPool {
                 let op = &self.cfg.ipam.operator;
                 let (dir, me) = (self.cfg.manifests_dir.clone(), self.cfg.node_name.clone());
                 let (pools, mask) = (

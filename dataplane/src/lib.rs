@@ -11,6 +11,7 @@ pub mod encryption;
 pub mod endpoints;
 pub mod events;
 pub mod flow_proto;
+pub mod health;
 pub mod identity;
 pub mod ingest;
 pub mod ipcache;

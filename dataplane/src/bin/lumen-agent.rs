@@ -33,14 +33,15 @@ impl Drop for AbortOnDrop {
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (YAML, Cilium Helm-values key names).
+    /// Configuration file (YAML, Cilium Helm-values key names). Repeat it to layer files
+    /// like `helm -f`: e.g. the cluster's values file, then node-local settings.
     #[arg(
         long,
         short,
         env = "LUMEN_CONFIG",
         default_value = "/etc/lumen/agent.yaml"
     )]
-    config: PathBuf,
+    config: Vec<PathBuf>,
 }
 
 fn main() {
@@ -66,7 +67,7 @@ fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let cfg = AgentConfig::load(&args.config)?;
+    let cfg = AgentConfig::load_layered(&args.config)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         tracing::warn!(
@@ -212,6 +213,18 @@ async fn run(args: Args) -> Result<()> {
             cfg.agent_socket.display()
         )
     })?;
+    let health = std::sync::Arc::new(lumen_dataplane::health::Health::default());
+    let _health = if cfg.health_port == 0 {
+        None
+    } else {
+        let state = agent.state();
+        let errors = std::sync::Arc::new(move || state.borrow().source_errors.clone())
+            as lumen_dataplane::health::ErrorsSource;
+        Some(AbortOnDrop(
+            lumen_dataplane::health::serve(cfg.health_port, health.clone(), errors).await?,
+        ))
+    };
+    health.set_serving();
     tracing::info!(node = %agent.node_name, socket = %cfg.agent_socket.display(), "agent ready");
 
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());

@@ -168,6 +168,9 @@ fn print_status(s: &StatusReport) {
         println!("  route:    {cidr} via {via}");
     }
     print_encryption(s.encryption.as_ref());
+    if !s.bandwidth_manager.is_empty() {
+        println!("BandwidthManager:      {}", s.bandwidth_manager);
+    }
     for a in &s.l2_announcements {
         println!(
             "L2 announcement:       {} on {} (lease {}, service {})",

@@ -216,7 +216,7 @@ pub async fn serve(
     let peer = crate::peer::PeerService::new(
         agent.cfg.cluster.name.clone(),
         agent.cfg.listen_socket_addr().ok().map(|a| a.port()),
-        !agent.cfg.hubble.listen_address.is_empty() && agent.cfg.hubble.tls.enabled,
+        agent.cfg.hubble_tcp_enabled() && agent.cfg.hubble.tls.enabled,
         agent.state(),
     )
     .into_server();
@@ -241,7 +241,7 @@ pub async fn serve(
                 let _ = stop_uds.recv().await;
             },
         );
-    let tcp_server = if agent.cfg.hubble.listen_address.is_empty() {
+    let tcp_server = if !agent.cfg.hubble_tcp_enabled() {
         None
     } else {
         let addr = agent.cfg.listen_socket_addr()?;

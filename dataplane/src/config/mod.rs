@@ -3,6 +3,13 @@
 //! `hubble.socketPath`, `hubble.eventBufferCapacity`, `bpf.monitorAggregation`,
 //! `bpf.monitorInterval`), so operators find what they know. Unknown keys are rejected.
 
+mod chart;
+pub mod layers;
+
+pub use chart::{
+    AutoMount, BandwidthManagerConfig, Capabilities, CgroupValues, DatapathMode, EnvoyConfig,
+    OperatorValues, Port, RelayValues, SecurityContextValues, StateSource, UiValues,
+};
 use serde::Deserialize;
 use std::{path::PathBuf, time::Duration};
 
@@ -104,6 +111,41 @@ pub struct AgentConfig {
     /// Datapath settings.
     #[serde(default)]
     pub bpf: BpfConfig,
+    /// `stateSource` (Lumen's): `manifests` (default, `manifestsDir`) or `kubernetes`.
+    #[serde(default)]
+    pub state_source: StateSource,
+    /// `k8sServiceHost`: the API server's address when `stateSource: kubernetes`, instead
+    /// of the in-cluster `KUBERNETES_SERVICE_HOST` (Talos: `localhost`, KubePrism).
+    /// Default: none.
+    #[serde(default)]
+    pub k8s_service_host: Option<String>,
+    /// `k8sServicePort`: the API server's port with `k8sServiceHost` (number or string).
+    /// Default: none.
+    #[serde(default)]
+    pub k8s_service_port: Option<Port>,
+    /// `healthPort`: `GET http://127.0.0.1:<healthPort>/healthz` answers 200 once the
+    /// agent serves (the chart's probes). 0 disables it. Default 9879, as Cilium's.
+    #[serde(default = "default_health_port")]
+    pub health_port: u16,
+    /// `bandwidthManager.*`: accepted, not enforced (see [`BandwidthManagerConfig`]).
+    #[serde(default)]
+    pub bandwidth_manager: BandwidthManagerConfig,
+    /// `envoy.*`: only `enabled: false`.
+    #[serde(default)]
+    pub envoy: EnvoyConfig,
+    /// `operator.*`: chart only (the operator Deployment).
+    #[serde(default)]
+    pub operator: OperatorValues,
+    /// `cgroup.*`: chart only (the cgroup2 mount).
+    #[serde(default)]
+    pub cgroup: CgroupValues,
+    /// `securityContext.*`: chart only (container capabilities).
+    #[serde(default)]
+    pub security_context: SecurityContextValues,
+}
+
+fn default_health_port() -> u16 {
+    9879
 }
 
 /// `cluster.*`.
@@ -120,6 +162,17 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HubbleConfig {
+    /// `hubble.enabled`: serve the Observer API. `false` turns off the TCP listener
+    /// (`listenAddress`); the local socket stays for `lumen`/`hubble` on the node.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `hubble.relay.*`: chart (and demo lab) only.
+    #[serde(default)]
+    pub relay: RelayValues,
+    /// `hubble.ui.*`: chart (and demo lab) only.
+    #[serde(default)]
+    pub ui: UiValues,
     /// TCP address of the Observer API (`:4244` means all addresses). Empty disables TCP.
     /// Default `:4244`.
     #[serde(default = "default_listen_address")]
@@ -233,6 +286,9 @@ pub struct BpfConfig {
     /// Conntrack entries. Default 262144.
     #[serde(default = "default_ct_max")]
     pub ct_max: u32,
+    /// `bpf.datapathMode`: how pods are wired. Only `veth` (the default).
+    #[serde(default)]
+    pub datapath_mode: DatapathMode,
     /// `bpf.masquerade`: TCP/UDP from pods to addresses outside `ipv4NativeRoutingCIDR`
     /// leaves with the node's address. Default false (the homelab's setting: pod addresses
     /// are routed as they are).
@@ -244,13 +300,28 @@ pub struct BpfConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpamConfig {
-    /// `kubernetes` (the Node object's `spec.podCIDR`, the default here) or `cluster-pool`
-    /// (claimed from `operator.clusterPoolIPv4PodCIDRList`, recorded as a CiliumNode).
-    #[serde(default)]
-    pub mode: IpamMode,
+    /// `kubernetes` (the Node object's `spec.podCIDR`) or `cluster-pool` (claimed from
+    /// `operator.clusterPoolIPv4PodCIDRList`, recorded as a CiliumNode). Default as in
+    /// Cilium, `cluster-pool`, when a pool is configured (the seed's Talos values rely on
+    /// that); without a pool, `kubernetes`. [`IpamConfig::mode`] gives the effective mode.
+    #[serde(default, rename = "mode")]
+    pub mode_setting: Option<IpamMode>,
     /// `ipam.operator.*`: the cluster pool.
     #[serde(default)]
     pub operator: IpamOperatorConfig,
+}
+
+impl IpamConfig {
+    /// The effective `ipam.mode` (see [`IpamConfig::mode_setting`]).
+    pub fn mode(&self) -> IpamMode {
+        self.mode_setting.unwrap_or(
+            if self.operator.cluster_pool_ipv4_pod_cidr_list.is_empty() {
+                IpamMode::Kubernetes
+            } else {
+                IpamMode::ClusterPool
+            },
+        )
+    }
 }
 
 /// `ipam.mode` values.
@@ -532,6 +603,9 @@ impl Default for ClusterConfig {
 impl Default for HubbleConfig {
     fn default() -> Self {
         HubbleConfig {
+            enabled: true,
+            relay: RelayValues::default(),
+            ui: UiValues::default(),
             listen_address: default_listen_address(),
             socket_path: default_socket_path(),
             event_buffer_capacity: default_capacity(),
@@ -547,9 +621,13 @@ impl Default for BpfConfig {
             monitor_interval: default_monitor_interval(),
             events_ring_bytes: default_ring_bytes(),
             ct_max: default_ct_max(),
+            datapath_mode: DatapathMode::default(),
             masquerade: false,
         }
     }
+}
+fn default_true() -> bool {
+    true
 }
 
 impl AgentConfig {
@@ -566,6 +644,47 @@ impl AgentConfig {
             },
             other => other,
         })
+    }
+
+    /// Reads several files as one (`--config values.yaml --config node.yaml`): mappings
+    /// merge, later files win ([`layers::merge`]). One file is exactly [`AgentConfig::load`].
+    pub fn load_layered(paths: &[PathBuf]) -> Result<Self, ConfigError> {
+        match paths {
+            [] => Self::parse(""),
+            [one] => Self::load(one),
+            many => {
+                let mut merged = serde_yaml::Value::Null;
+                for path in many {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    let layer: serde_yaml::Value =
+                        serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    if merged.is_null() {
+                        merged = layer;
+                    } else {
+                        layers::merge(&mut merged, layer);
+                    }
+                }
+                let cfg: AgentConfig =
+                    serde_yaml::from_value(merged).map_err(|source| ConfigError::Parse {
+                        path: PathBuf::from(
+                            many.iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(" + "),
+                        ),
+                        source,
+                    })?;
+                cfg.validate()?;
+                Ok(cfg)
+            }
+        }
     }
 
     /// Parses and validates YAML text.
@@ -594,6 +713,25 @@ impl AgentConfig {
                     .into(),
             });
         }
+        if self.bpf.datapath_mode != DatapathMode::Veth {
+            return Err(ConfigError::Invalid {
+                key: "bpf.datapathMode",
+                reason: "only veth is supported: set `bpf.datapathMode: veth`".into(),
+            });
+        }
+        if self.envoy.enabled {
+            return Err(ConfigError::Invalid {
+                key: "envoy.enabled",
+                reason: "Lumen has no L7 proxy: set `envoy.enabled: false`".into(),
+            });
+        }
+        if self.k8s_service_port.is_some() && self.k8s_service_host.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "k8sServicePort",
+                reason: "needs k8sServiceHost (e.g. localhost with Talos' KubePrism on 7445)"
+                    .into(),
+            });
+        }
         if self.bpf.masquerade && self.ipv4_native_routing_cidr.is_none() {
             return Err(ConfigError::Invalid {
                 key: "bpf.masquerade",
@@ -617,7 +755,7 @@ impl AgentConfig {
                     .into(),
             });
         }
-        if self.ipam.mode == IpamMode::ClusterPool
+        if self.ipam.mode() == IpamMode::ClusterPool
             && self
                 .ipam
                 .operator
@@ -686,6 +824,11 @@ impl AgentConfig {
             key: "hubble.listenAddress",
             reason: format!("{a:?}: {e}"),
         })
+    }
+
+    /// Whether the Observer API listens on TCP: `hubble.enabled` and a `listenAddress`.
+    pub fn hubble_tcp_enabled(&self) -> bool {
+        self.hubble.enabled && !self.hubble.listen_address.is_empty()
     }
 
     /// Where this node's pins live.
@@ -908,7 +1051,7 @@ mod tests {
             "nodeName: n1\nipam:\n  mode: cluster-pool\n  operator:\n    clusterPoolIPv4PodCIDRList: \"10.100.0.0/16\"\n",
         )
         .unwrap();
-        assert_eq!(c.ipam.mode, IpamMode::ClusterPool);
+        assert_eq!(c.ipam.mode(), IpamMode::ClusterPool);
         assert_eq!(
             c.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
             vec!["10.100.0.0/16".parse::<ipnet::Ipv4Net>().unwrap()]
@@ -926,5 +1069,77 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn ipam_mode_defaults_to_cluster_pool_when_a_pool_is_given_as_in_cilium() {
+        let c = AgentConfig::parse(
+            "nodeName: n1\nipam: {operator: {clusterPoolIPv4PodCIDRList: 10.100.0.0/16}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.ipam.mode(), IpamMode::ClusterPool);
+        let c = AgentConfig::parse("nodeName: n1\n").unwrap();
+        assert_eq!(c.ipam.mode(), IpamMode::Kubernetes);
+        let c = AgentConfig::parse(
+            "nodeName: n1\nipam: {mode: kubernetes, operator: {clusterPoolIPv4PodCIDRList: 10.10.0.0/16}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.ipam.mode(), IpamMode::Kubernetes);
+    }
+
+    #[test]
+    fn chart_keys_are_accepted_and_checked() {
+        let c = AgentConfig::parse(
+            "nodeName: n1\nk8sServiceHost: localhost\nk8sServicePort: \"7445\"\n\
+             bandwidthManager: {enabled: true, bbr: true}\nenvoy: {enabled: false}\n\
+             bpf: {datapathMode: veth}\nhubble: {enabled: true, relay: {enabled: true}, ui: {enabled: true, replicas: 1}}\n\
+             operator: {replicas: 2}\ncgroup: {autoMount: {enabled: false}, hostRoot: /sys/fs/cgroup}\n\
+             securityContext: {capabilities: {ciliumAgent: [NET_ADMIN], cleanCiliumState: [SYS_ADMIN]}}\n\
+             stateSource: kubernetes\n",
+        )
+        .unwrap();
+        assert_eq!(c.k8s_service_port, Some(Port(7445)));
+        assert_eq!(c.state_source, StateSource::Kubernetes);
+        assert_eq!(c.operator.replicas, 2);
+        assert!(!c.cgroup.auto_mount.enabled);
+        assert_eq!(c.health_port, 9879);
+        for (bad, key) in [
+            ("bpf: {datapathMode: netkit}", "bpf.datapathMode"),
+            ("envoy: {enabled: true}", "envoy.enabled"),
+            ("k8sServicePort: 7445", "k8sServicePort"),
+            ("k8sServiceHost: h\nk8sServicePort: seventy", "seventy"),
+            ("operator: {replicas: 2, bogus: 1}", "bogus"),
+        ] {
+            let e = AgentConfig::parse(&format!("nodeName: n1\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn layered_files_merge_like_helm_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = dir.path().join("values.yaml");
+        let local = dir.path().join("node.yaml");
+        std::fs::write(
+            &values,
+            "kubeProxyReplacement: true\nhubble: {relay: {enabled: true}, eventBufferCapacity: 100}\n",
+        )
+        .unwrap();
+        std::fs::write(&local, "nodeName: n7\nhubble: {eventBufferCapacity: 200}\n").unwrap();
+        let c = AgentConfig::load_layered(&[values.clone(), local.clone()]).unwrap();
+        assert!(c.kube_proxy_replacement);
+        assert_eq!(c.node_name, "n7");
+        assert_eq!(c.hubble.event_buffer_capacity, 200);
+        assert!(c.hubble.relay.enabled);
+        std::fs::write(&local, "nodeName: n7\nbogusKey: 1\n").unwrap();
+        let e = AgentConfig::load_layered(&[values.clone(), local.clone()]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bogusKey") && msg.contains("node.yaml"),
+            "{msg}"
+        );
+        std::fs::write(&local, "nodeName: [\n").unwrap();
+        let e = AgentConfig::load_layered(&[values, local]).unwrap_err();
+        assert!(e.to_string().contains("node.yaml"), "{e}");
     }
 }
