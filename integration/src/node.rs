@@ -70,6 +70,10 @@ pub struct AgentOptions {
     /// `hubble.metrics.enabled` (default empty: no metrics server); when set, the agent
     /// serves `/metrics` on `127.0.0.1:9965` inside the node (see [`Node::forward_tcp`]).
     pub metrics: &'static [&'static str],
+    /// The cluster's Helm values file (e.g. the seed's), given to the agent first; the
+    /// lab's own config, with node-local settings and the options above, is layered on
+    /// top (`--config <values> --config <agent.yaml>`). Default: none.
+    pub values: Option<PathBuf>,
 }
 
 /// `hubble.tls` of a lab agent: mutual TLS on its TCP port.
@@ -105,6 +109,7 @@ impl Default for AgentOptions {
             encryption: false,
             encryption_strict_cidr: None,
             metrics: &[],
+            values: None,
         }
     }
 }
@@ -265,18 +270,26 @@ impl Node {
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let mut configs: Vec<PathBuf> = options.values.iter().cloned().collect();
+        configs.push(self.agent_config_path());
+        let args: Vec<std::ffi::OsString> = configs
+            .iter()
+            .flat_map(|c| ["--config".into(), c.clone().into_os_string()])
+            .collect();
         {
             use std::io::Write;
             let _ = writeln!(
                 log,
-                "==== lab: starting {} --config {}",
+                "==== lab: starting {} {}",
                 bin.display(),
-                self.agent_config_path().display()
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
         let mut child = netns::netns_command(self.netns(), &bin)?
-            .arg("--config")
-            .arg(self.agent_config_path())
+            .args(&args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone()?)
             .stderr(log)

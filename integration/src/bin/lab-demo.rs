@@ -3,6 +3,10 @@
 //! 127.0.0.1:4244 and the relay on 127.0.0.1:4245, the web UI on http://127.0.0.1:12000,
 //! until Ctrl-C (which tears everything down).
 //!
+//! The agents run from the homelab's Talos values file, unchanged
+//! (`docker/helm/lumen/ci/talos-values.yaml`, the file the Helm chart's tests render; or
+//! `$LUMEN_DEMO_VALUES`), with the lab's node-local settings layered on top; its
+//! `hubble.relay.enabled` and `hubble.ui.enabled` decide whether the relay and UI start.
 //! Networking as in the homelab's Talos cluster: `routingMode: native` with
 //! `autoDirectNodeRoutes`, `ipv4NativeRoutingCIDR: 10.100.0.0/16`, cluster-pool IPAM
 //! carving each node's pod CIDR from `10.100.0.0/16`, no masquerading, and WireGuard
@@ -168,6 +172,9 @@ fn demo_slices(servers: &[(String, String)]) -> String {
 
 fn main() -> Result<()> {
     install_interrupt_handler();
+    let values = demo_values()?;
+    eprintln!("demo: cluster configuration from {}", values.path.display());
+    let (values, relay_enabled, ui_enabled) = (values.path, values.relay, values.ui);
     let lab = Lab::new("demo")?;
     let traffic = traffic_bin()?;
     let mut keep = vec![];
@@ -186,14 +193,10 @@ fn main() -> Result<()> {
         );
         node.start_agent(AgentOptions {
             event_buffer_capacity: 65535,
-            kube_proxy_replacement: true,
-            l2_announcements: true,
-            // Like the homelab: native routing between nodes on one L2, pod CIDRs from
-            // the cluster pool, pod traffic between nodes through WireGuard.
-            auto_direct_node_routes: true,
-            native_routing_cidr: Some("10.100.0.0/16"),
-            cluster_pool: Some("10.100.0.0/16"),
-            encryption: true,
+            // Configured like the homelab's Talos cluster, from its values file: native
+            // routing between nodes on one L2, pod CIDRs from the cluster pool, WireGuard
+            // between nodes, kube-proxy replacement, L2 announcements.
+            values: Some(values.clone()),
             metrics: &[
                 "flow",
                 "drop:sourceContext=namespace;destinationContext=pod",
@@ -293,28 +296,58 @@ fn main() -> Result<()> {
     ));
     let _fwd = node1.forward_tcp("127.0.0.1:4244", 4244)?;
     let _metrics = node1.forward_tcp("127.0.0.1:9965", 9965)?;
-    let relay = Relay::start(
-        &lab,
-        RelayOptions {
-            listen_address: Some("127.0.0.1:4245".into()),
-            history: Some(lab.dir().join("relay-history").join("flows.db")),
-            extra_yaml: "prometheus: {enabled: true, listenAddress: \"127.0.0.1:9966\"}\n".into(),
-            ..RelayOptions::default()
-        },
-    )?;
-    let ui = lumen_integration::Ui::start(&lab, &relay, Some("127.0.0.1:12000"), "")?;
+    // `hubble.relay.enabled` / `hubble.ui.enabled` of the values decide, as in the chart.
+    let relay = if relay_enabled {
+        Some(Relay::start(
+            &lab,
+            RelayOptions {
+                listen_address: Some("127.0.0.1:4245".into()),
+                history: Some(lab.dir().join("relay-history").join("flows.db")),
+                extra_yaml: "prometheus: {enabled: true, listenAddress: \"127.0.0.1:9966\"}\n"
+                    .into(),
+                ..RelayOptions::default()
+            },
+        )?)
+    } else {
+        None
+    };
+    let ui = match (&relay, ui_enabled) {
+        (Some(relay), true) => Some(lumen_integration::Ui::start(
+            &lab,
+            relay,
+            Some("127.0.0.1:12000"),
+            "",
+        )?),
+        _ => None,
+    };
+    let relay_line = match &relay {
+        Some(relay) => format!(
+            "  relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\
+             \x20 the relay's metrics:         http://127.0.0.1:9966/metrics",
+            lab.dir().join("relay.yaml").display(),
+            relay.log_path().display(),
+        ),
+        None => "  relay: off (hubble.relay.enabled: false in the values)".into(),
+    };
+    let ui_line = match &ui {
+        Some(ui) => format!(
+            "  web UI:                     {}/  (flows, denied, service map, status), log {}",
+            ui.url(),
+            ui.log_path().display()
+        ),
+        None => "  web UI: off (hubble.ui.enabled: false, or no relay)".into(),
+    };
 
     println!(
         "\nLumen demo lab is up.\n{}\n\
          \x20 node1's Hubble Observer API: 127.0.0.1:4244 (TCP)\n\
          \x20 node1's Prometheus metrics:  http://127.0.0.1:9965/metrics\n\
-         \x20 the relay's metrics:         http://127.0.0.1:9966/metrics\n\
-         \x20 relay (all nodes):          127.0.0.1:4245, config {}, log {}\n\
-         \x20 web UI:                     {ui_url}/  (flows, denied, service map, status), log {ui_log}\n\n\
+         {relay_line}\n{ui_line}\n\n\
          Try:  {hubble} observe --last 5            # --server defaults to localhost:4245 (the relay)\n\
          \x20     {hubble} observe -f --pod demo/client\n\
          \x20     {hubble} observe --verdict policy_denied     # client1b/client2b lack an egress allow\n\
          \x20     {hubble} observe --to-pod demo/server2 --last 6  # to-crypto / from-crypto: WireGuard between the nodes\n\
+         \x20     {lumen} --socket {sock} status       # node1's health, routing, encryption, services\n\
          \x20     {lumen} --socket {sock} encrypt status  # WireGuard peers, handshakes, bytes\n\
          \x20     {lumen} --socket {sock} policy get   # node1's effective policy\n\
          \x20     {lumen} --socket {sock} service list # frontends, backends, LB-IPAM status\n\
@@ -326,10 +359,6 @@ fn main() -> Result<()> {
          \x20       127.0.0.1:4245 observer.Observer/ServerStatus\n\n\
          Ctrl-C tears everything down.",
         lines.join("\n"),
-        lab.dir().join("relay.yaml").display(),
-        relay.log_path().display(),
-        ui_url = ui.url(),
-        ui_log = ui.log_path().display(),
         lumen = lumen_integration::find_binary("lumen").map(|p| p.display().to_string()).unwrap_or_else(|_| "lumen".into()),
         sock = node1.agent_socket().display(),
         hubble = lumen_integration::find_binary("hubble").map(|p| p.display().to_string()).unwrap_or_else(|_| "hubble".into()),
@@ -341,4 +370,39 @@ fn main() -> Result<()> {
     drop(keep);
     drop(pods);
     Ok(())
+}
+
+/// The cluster's values file the demo runs from, and its `hubble.relay.enabled` and
+/// `hubble.ui.enabled`.
+struct DemoValues {
+    path: std::path::PathBuf,
+    relay: bool,
+    ui: bool,
+}
+
+/// `$LUMEN_DEMO_VALUES`, else the seed's Talos values as the chart's CI renders them.
+fn demo_values() -> Result<DemoValues> {
+    use anyhow::Context;
+    let path = std::env::var_os("LUMEN_DEMO_VALUES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../docker/helm/lumen/ci/talos-values.yaml")
+        });
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the demo's values file {}", path.display()))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing the demo's values file {}", path.display()))?;
+    let enabled = |component: &str| {
+        v.get("hubble")
+            .and_then(|h| h.get(component))
+            .and_then(|c| c.get("enabled"))
+            .and_then(|e| e.as_bool())
+            .unwrap_or(true)
+    };
+    Ok(DemoValues {
+        relay: enabled("relay"),
+        ui: enabled("ui"),
+        path: path.canonicalize().unwrap_or(path),
+    })
 }
