@@ -28,12 +28,12 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// This node has no pod CIDR yet.
-    #[error("node {node} has no spec.podCIDR in the state source ({dir}); add the Node object and retry")]
+    #[error("node {node} has no pod CIDR yet: {hint}")]
     NoPodCidr {
         /// This node.
         node: String,
-        /// Where the agent looks.
-        dir: String,
+        /// Where the agent looks and what to do.
+        hint: String,
     },
     /// IPAM failed.
     #[error("IPAM: {0}")]
@@ -153,7 +153,11 @@ impl Agent {
             cfg,
         });
         agent.regenerate();
-        agent.start_lbipam();
+        // With Kubernetes, LB-IPAM and cluster-pool IPAM are the operator's (it writes
+        // Service status and CiliumNodes through the API server).
+        if agent.cfg.state_source == crate::config::StateSource::Manifests {
+            agent.start_lbipam();
+        }
         agent
     }
 
@@ -361,11 +365,36 @@ impl Agent {
         Ok(())
     }
 
+    /// Where a missing pod CIDR should come from, for [`AgentError::NoPodCidr`].
+    fn no_pod_cidr_hint(&self) -> String {
+        use crate::config::{IpamMode, StateSource};
+        match (self.cfg.state_source, self.cfg.ipam.mode()) {
+            (StateSource::Kubernetes, IpamMode::ClusterPool) => {
+                "the operator has not written spec.ipam.podCIDRs on this node's CiliumNode; \
+                 check that lumen-operator runs and has a leader (kubectl -n kube-system logs \
+                 deploy/lumen-operator), then retry"
+                    .into()
+            }
+            (StateSource::Kubernetes, IpamMode::Kubernetes) => {
+                "the Node object has no spec.podCIDR; run kube-controller-manager with \
+                 --allocate-node-cidrs, or use ipam.mode cluster-pool, then retry"
+                    .into()
+            }
+            (StateSource::Manifests, _) => format!(
+                "no spec.podCIDR on the Node object in the state source ({}); add the Node \
+                 object and retry",
+                self.cfg.manifests_dir.display()
+            ),
+        }
+    }
+
     /// Opens IPAM once this node's pod CIDR is known, preparing the node's router.
     async fn ipam(&self) -> Result<tokio::sync::MutexGuard<'_, Option<IpamState>>, AgentError> {
         let mut guard = self.ipam.lock().await;
         if guard.is_none() {
-            let cidr = if self.cfg.ipam.mode() == crate::config::IpamMode::ClusterPool {
+            let cidr = if self.cfg.ipam.mode() == crate::config::IpamMode::ClusterPool
+                && self.cfg.state_source == crate::config::StateSource::Manifests
+            {
                 let op = &self.cfg.ipam.operator;
                 let (dir, me) = (self.cfg.manifests_dir.clone(), self.cfg.node_name.clone());
                 let (pools, mask) = (
@@ -395,7 +424,7 @@ impl Agent {
                     })
                     .ok_or_else(|| AgentError::NoPodCidr {
                         node: self.cfg.node_name.clone(),
-                        dir: self.cfg.manifests_dir.display().to_string(),
+                        hint: self.no_pod_cidr_hint(),
                     })?
             };
             let gateway = router_ip(&cidr);
