@@ -118,12 +118,16 @@ fn talos_values_run_the_cluster_like_the_seed() {
         );
     }
     let (a, b) = (&pods[0].0, &pods[1].0);
-    wait_until("node1's pod → node2's pod", Duration::from_secs(20), || {
-        tcp_echo_ok(a, b.ip(), 1000)
-    });
-    wait_until("node2's pod → node1's pod", Duration::from_secs(20), || {
-        tcp_echo_ok(b, a.ip(), 1000)
-    });
+    wait_until(
+        "node1's pod → node2's pod",
+        Duration::from_secs(20),
+        || tcp_echo_ok(a, b.ip(), 1000),
+    );
+    wait_until(
+        "node2's pod → node1's pod",
+        Duration::from_secs(20),
+        || tcp_echo_ok(b, a.ip(), 1000),
+    );
 }
 
 #[test]

@@ -119,6 +119,9 @@ fn print_status(s: &StatusReport) {
     println!("Version:               {}", s.version);
     println!("Kernel:                {}", s.kernel);
     println!("Uptime:                {}s", s.uptime_seconds);
+    if !s.state_source.is_empty() {
+        println!("State source:          {}", s.state_source);
+    }
     println!(
         "Datapath maps:         {}   ipcache {}, endpoints {}, policy {}{}",
         ok(s.datapath_error.is_none()),
