@@ -6,48 +6,16 @@
 
 mod common;
 
-use common::*;
+use common::{history::*, *};
 use lumen_api::{
     flow::FlowFilter,
-    observer::{get_flows_response::ResponseTypes, GetFlowsRequest, GetFlowsResponse},
-    wkt::Timestamp,
+    observer::{get_flows_response::ResponseTypes, GetFlowsRequest},
 };
 use lumen_integration::{hubble, AgentOptions, Relay, RelayOptions};
 use std::{
     collections::HashSet,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
-fn ts(ns: i64) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: ns / 1_000_000_000,
-        nanos: (ns % 1_000_000_000) as i32,
-    })
-}
-
-fn time_ns(r: &GetFlowsResponse) -> i64 {
-    r.time
-        .as_ref()
-        .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
-        .unwrap_or(0)
-}
-
-/// `(time, uuid)` of the flows among `rs`.
-fn flows(rs: &[GetFlowsResponse]) -> Vec<(i64, String)> {
-    rs.iter()
-        .filter_map(|r| match &r.response_types {
-            Some(ResponseTypes::Flow(f)) => Some((time_ns(r), f.uuid.clone())),
-            _ => None,
-        })
-        .collect()
-}
 
 fn to_server() -> FlowFilter {
     FlowFilter {
@@ -63,14 +31,6 @@ fn range(since: i64, until: i64) -> GetFlowsRequest {
         whitelist: vec![to_server()],
         ..Default::default()
     }
-}
-
-fn via_relay(t: &OneNode, relay: &Relay, req: GetFlowsRequest) -> Vec<GetFlowsResponse> {
-    t.rt.block_on(async {
-        let mut c = hubble::connect_tcp(&relay.addr().to_string()).await?;
-        hubble::collect(&mut c, req, usize::MAX, Duration::from_secs(10)).await
-    })
-    .unwrap_or_else(|e| panic!("GetFlows via the relay: {e:#}\n{}", relay.log_tail(30)))
 }
 
 /// Polls the relay until `req` returns flows, the same twice in a row (all recorded).
@@ -105,10 +65,7 @@ fn relay_history_outlives_the_node_buffer_and_a_relay_restart() {
             ..Default::default()
         },
     );
-    let metrics_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let metrics_addr = free_addr();
     let options = RelayOptions {
         history: Some(t.lab.dir().join("relay-history").join("flows.db")),
         extra_yaml: format!("prometheus: {{enabled: true, listenAddress: \"{metrics_addr}\"}}\n"),
@@ -160,17 +117,13 @@ fn relay_history_outlives_the_node_buffer_and_a_relay_restart() {
     assert!(flows(&other).is_empty(), "{other:?}");
 
     // The relay's metrics count what it stored, and its node.
-    let m = lumen_integration::browser::get(&format!("http://{metrics_addr}/metrics")).unwrap();
-    let text = m.text();
+    let text = scrape(metrics_addr);
     assert!(
         text.contains("lumen_relay_nodes{state=\"NODE_CONNECTED\"} 1"),
         "{text}"
     );
-    let stored_total: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("lumen_relay_history_flows_stored_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{text}"));
+    let stored_total =
+        sample(&text, "lumen_relay_history_flows_stored_total").unwrap_or_else(|| panic!("{text}"));
     assert!(stored_total as usize >= stored.len(), "{text}");
 
     // Restart the relay; traffic while it is down is backfilled from the node.

@@ -1,12 +1,14 @@
-//! Prometheus metrics from the agent (`hubble.metrics.*`): a real Prometheus server
-//! (Debian's `prometheus`) scrapes a lab agent every second while a default-deny policy
-//! drops a known number of packets, and PromQL over Prometheus' HTTP API returns exactly
-//! that count under Hubble's metric name and labels.
+//! Prometheus metrics from the agent (`hubble.metrics.*`) and the relay
+//! (`prometheus.enabled`): a real Prometheus server (Debian's `prometheus`) scrapes a lab
+//! agent and a relay recording flow history every second while a default-deny policy
+//! drops a known number of packets. PromQL over Prometheus' HTTP API returns exactly that
+//! count under Hubble's metric name and labels, the relay's connected node, and the flows
+//! its history stored.
 
 mod common;
 
 use common::{privileged, wait_until, OneNode, UDP_PORT};
-use lumen_integration::{browser, policy, traffic_bin, AgentOptions};
+use lumen_integration::{browser, policy, traffic_bin, AgentOptions, Relay, RelayOptions};
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
@@ -27,7 +29,7 @@ spec:
 /// UDP datagrams the client sends into the denied server: each is one policy drop.
 const DATAGRAMS: u64 = 7;
 
-/// A Prometheus server scraping one target every second; killed on drop.
+/// A Prometheus server scraping its targets every second; killed on drop.
 struct Prometheus {
     child: Child,
     url: String,
@@ -42,7 +44,8 @@ fn free_port() -> u16 {
 }
 
 impl Prometheus {
-    fn start(dir: &Path, target: SocketAddr) -> Prometheus {
+    /// Scrapes each `(job, address)` of `targets`.
+    fn start(dir: &Path, targets: &[(&str, SocketAddr)]) -> Prometheus {
         let bin = PathBuf::from("/usr/bin/prometheus");
         assert!(
             bin.exists(),
@@ -51,15 +54,15 @@ impl Prometheus {
         let dir = dir.join("prometheus");
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 scrape_configs:\n\
-                 - job_name: lumen-agent\n  static_configs:\n  - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
+        let mut yaml = "global: {scrape_interval: 1s, evaluation_interval: 1s}\n\
+                        scrape_configs:\n"
+            .to_string();
+        for (job, target) in targets {
+            yaml.push_str(&format!(
+                "- job_name: {job}\n  static_configs:\n  - targets: ['{target}']\n"
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new(bin)
@@ -112,7 +115,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 #[test]
-fn prometheus_counts_policy_drops_under_hubbles_names() {
+fn prometheus_counts_policy_drops_under_hubbles_names_and_scrapes_the_relay() {
     if !privileged() {
         return;
     }
@@ -144,11 +147,42 @@ fn prometheus_counts_policy_drops_under_hubbles_names() {
         "{text}"
     );
 
-    let prom = Prometheus::start(t.lab.dir(), fwd.local_addr());
+    // The relay, on the host, recording the node's flows into SQLite.
+    let relay_metrics = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let _relay = Relay::start(
+        &t.lab,
+        RelayOptions {
+            history: Some(t.lab.dir().join("relay-history").join("flows.db")),
+            extra_yaml: format!(
+                "prometheus: {{enabled: true, listenAddress: \"{relay_metrics}\"}}\n"
+            ),
+            ..Default::default()
+        },
+    )
+    .expect("relay");
+
+    let prom = Prometheus::start(
+        t.lab.dir(),
+        &[
+            ("lumen-agent", fwd.local_addr()),
+            ("lumen-relay", relay_metrics),
+        ],
+    );
     wait_until(
-        "Prometheus scrapes the agent",
+        "Prometheus scrapes the agent and the relay",
         Duration::from_secs(30),
-        || prom.query("up{job=\"lumen-agent\"}") == Some(1.0),
+        || {
+            prom.query("up{job=\"lumen-agent\"}") == Some(1.0)
+                && prom.query("up{job=\"lumen-relay\"}") == Some(1.0)
+        },
+    );
+    assert_eq!(
+        prom.query("lumen_relay_nodes{job=\"lumen-relay\",state=\"NODE_CONNECTED\"}"),
+        Some(1.0),
+        "the relay is connected to the one node"
     );
     let denied = "sum(hubble_drop_total{reason=\"POLICY_DENIED\"})";
     assert_eq!(prom.query(denied), None, "no drops before the policy");
@@ -185,6 +219,20 @@ fn prometheus_counts_policy_drops_under_hubbles_names() {
         ),
         Some(DATAGRAMS as f64),
         "every denied datagram is a new flow with its verdict"
+    );
+    // The relay recorded the dropped flows too: its history's stored count, as scraped,
+    // covers at least them, and nothing was lost.
+    wait_until(
+        "Prometheus sees the relay's history store the drops",
+        Duration::from_secs(30),
+        || {
+            prom.query("lumen_relay_history_flows_stored_total{job=\"lumen-relay\"}")
+                .is_some_and(|n| n >= DATAGRAMS as f64)
+        },
+    );
+    assert_eq!(
+        prom.query("lumen_relay_history_flows_lost_total{job=\"lumen-relay\"}"),
+        Some(0.0)
     );
     // Scraped again later: the count stays exact (no double counting across scrapes).
     std::thread::sleep(Duration::from_secs(3));

@@ -1,5 +1,6 @@
 //! The relay's `/metrics` (`prometheus.enabled`), in the Prometheus text format: the nodes
-//! by connection state, and the flow history's stored and lost counts.
+//! by connection state, and the flow history's stored and lost counts and its backlog
+//! (flows received, not stored yet: non-zero and growing while the store is unavailable).
 
 use crate::{history::History, pool::Pool};
 use axum::{http::header, routing::get, Router};
@@ -15,8 +16,30 @@ pub struct Sources {
     pub history: Option<History>,
 }
 
+/// The flow history's counts at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryCounts {
+    /// Flows stored since start.
+    pub stored: u64,
+    /// Flows received and not stored (queue full, insert failed).
+    pub lost: u64,
+    /// Flows received and not stored yet.
+    pub backlog: u64,
+}
+
+impl HistoryCounts {
+    /// The counts of `h` now.
+    pub fn of(h: &History) -> HistoryCounts {
+        HistoryCounts {
+            stored: h.stored(),
+            lost: h.lost(),
+            backlog: h.backlog(),
+        }
+    }
+}
+
 /// The exposition: one line per sample, `# HELP` / `# TYPE` before each family.
-pub fn render(nodes: &[NodeState], history: Option<(u64, u64)>) -> String {
+pub fn render(nodes: &[NodeState], history: Option<HistoryCounts>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -36,7 +59,12 @@ pub fn render(nodes: &[NodeState], history: Option<(u64, u64)>) -> String {
             state.as_str_name()
         );
     }
-    if let Some((stored, lost)) = history {
+    if let Some(HistoryCounts {
+        stored,
+        lost,
+        backlog,
+    }) = history
+    {
         let _ = writeln!(
             out,
             "# HELP lumen_relay_history_flows_stored_total Flows written to the history store.\n# TYPE lumen_relay_history_flows_stored_total counter\nlumen_relay_history_flows_stored_total {stored}"
@@ -44,6 +72,10 @@ pub fn render(nodes: &[NodeState], history: Option<(u64, u64)>) -> String {
         let _ = writeln!(
             out,
             "# HELP lumen_relay_history_flows_lost_total Flows received but not stored (queue full, insert failed).\n# TYPE lumen_relay_history_flows_lost_total counter\nlumen_relay_history_flows_lost_total {lost}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lumen_relay_history_backlog_flows Flows received and not stored yet (queued, or held while the store is unavailable).\n# TYPE lumen_relay_history_backlog_flows gauge\nlumen_relay_history_backlog_flows {backlog}"
         );
     }
     out
@@ -76,7 +108,7 @@ pub async fn serve(
             let s = sources.clone();
             async move {
                 let nodes: Vec<NodeState> = s.pool.snapshot().values().map(|n| n.state).collect();
-                let history = s.history.as_ref().map(|h| (h.stored(), h.lost()));
+                let history = s.history.as_ref().map(HistoryCounts::of);
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -110,7 +142,11 @@ mod tests {
                 NodeState::NodeConnected,
                 NodeState::NodeUnavailable,
             ],
-            Some((42, 3)),
+            Some(HistoryCounts {
+                stored: 42,
+                lost: 3,
+                backlog: 7,
+            }),
         );
         assert!(
             text.contains("lumen_relay_nodes{state=\"NODE_CONNECTED\"} 2\n"),
@@ -126,6 +162,10 @@ mod tests {
         );
         assert!(
             text.contains("lumen_relay_history_flows_lost_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE lumen_relay_history_backlog_flows gauge\nlumen_relay_history_backlog_flows 7\n"),
             "{text}"
         );
         assert!(!render(&[], None).contains("history"));

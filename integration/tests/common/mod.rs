@@ -1,6 +1,8 @@
 //! Shared pieces of the privileged lab tests.
 #![allow(dead_code)]
 
+pub mod history;
+
 use lumen_api::{
     flow::{Flow, FlowFilter},
     observer::GetFlowsRequest,

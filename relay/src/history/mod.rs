@@ -43,6 +43,10 @@ pub struct Shared {
     pub lost: AtomicU64,
     /// Flows stored since start.
     pub stored: AtomicU64,
+    /// Flows queued towards the writer (sent by the recorders, not yet taken).
+    pub queued: AtomicU64,
+    /// Flows in the batch the writer is inserting or holding for a retry.
+    pub held: AtomicU64,
 }
 
 /// A running history (cheap to clone; the tasks stop when [`History::shutdown`] is called).
@@ -83,6 +87,7 @@ impl History {
         let watermarks: HashMap<String, i64> = store.watermarks().await?.into_iter().collect();
         let stats = store.stats().await?;
         tracing::info!(
+            backend = ?cfg.backend,
             path = %cfg.path.display(),
             flows = stats.flows,
             bytes = stats.bytes,
@@ -94,6 +99,8 @@ impl History {
             flushed: Mutex::new(watermarks.clone()),
             lost: AtomicU64::new(0),
             stored: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(cfg.buffer_flows);
         let writer = tokio::spawn(recorder::writer(shared.clone(), rx, cfg.insert_batch));
@@ -129,6 +136,13 @@ impl History {
     /// Flows stored since start.
     pub fn stored(&self) -> u64 {
         self.shared.stored.load(Ordering::Relaxed)
+    }
+
+    /// Flows received and not stored yet: queued for the writer plus the batch it is
+    /// inserting (or holding while the store is unavailable). Grows during an outage,
+    /// back to about zero once the store has caught up.
+    pub fn backlog(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed) + self.shared.held.load(Ordering::Relaxed)
     }
 
     /// Answers `req` from history then live when it reaches back before the boundary;
@@ -220,6 +234,7 @@ mod tests {
         .await
         .expect("every flow stored or counted lost");
         assert_eq!(h.stored() + h.lost(), 2000);
+        assert_eq!(h.backlog(), 0, "every flow is either stored or lost");
         assert!(
             h.lost() > 0 && h.stored() > 0,
             "{} {}",

@@ -10,8 +10,10 @@
 //! time committed (the *flushed watermark* the replay splits history from live at). A
 //! batch the store refuses for a transient reason (ClickHouse unreachable, too many
 //! parts) is held and retried with backoff, the queue behind it absorbing new flows up to
-//! its bound; any other failure counts the batch lost. A retention task deletes by age
-//! and by size.
+//! its bound; any other failure counts the batch lost. The flows queued plus the batch
+//! held are the *backlog* ([`super::History::backlog`]): it grows while the store is
+//! unavailable (each failed attempt is logged at warn with its size) and falls back once
+//! the store has caught up. A retention task deletes by age and by size.
 
 use super::Shared;
 use crate::{
@@ -54,9 +56,13 @@ pub(super) async fn writer(
     let mut buf = Vec::with_capacity(batch);
     loop {
         buf.clear();
-        if rx.recv_many(&mut buf, batch).await == 0 {
+        let n = rx.recv_many(&mut buf, batch).await;
+        if n == 0 {
             return;
         }
+        // Moved from the queue to the batch: the backlog stays the same until stored.
+        shared.held.store(n as u64, Ordering::Relaxed);
+        shared.queued.fetch_sub(n as u64, Ordering::Relaxed);
         let mut rows = Vec::with_capacity(buf.len());
         for r in buf.drain(..) {
             match GetFlowsResponse::decode(r.bytes.clone()) {
@@ -71,21 +77,35 @@ pub(super) async fn writer(
                 Err(e) => tracing::debug!(error = %e, "undecodable response not recorded"),
             }
         }
+        shared.held.store(rows.len() as u64, Ordering::Relaxed);
         let mut backoff = RETRY_FIRST;
+        let mut failures = 0u32;
         let result = loop {
             match shared.store.insert(&rows).await {
                 // A remote store down or pushing back: hold the batch (the queue behind it
                 // fills, and past `bufferFlows` new flows are counted lost, never waited
                 // for) and try again.
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, held = rows.len(), queued = rx.len(), retry_in = ?backoff,
-                        "history store unavailable; holding the batch");
+                    failures += 1;
+                    tracing::warn!(error = %e, held = rows.len(), queued = rx.len(),
+                        backlog_flows = rows.len() + rx.len(), buffer_flows = rx.max_capacity(),
+                        retry_in = ?backoff, "history store unavailable; holding the batch");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 other => break other,
             }
         };
+        if failures > 0 && result.is_ok() {
+            tracing::info!(
+                failures,
+                held = rows.len(),
+                queued = rx.len(),
+                "history store available again; catching up"
+            );
+        }
+        // Cleared first: a scrape may briefly miss the batch, never count it twice.
+        shared.held.store(0, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 let mut w = shared.flushed.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,12 +154,18 @@ async fn record_node(
                     match stream.message().await {
                         Ok(Some(r)) => {
                             resume_ns = resume_ns.max(r.time_ns);
+                            // Counted before it is sent: the writer may take it first.
+                            shared.queued.fetch_add(1, Ordering::Relaxed);
                             match tx.try_send(r) {
                                 Ok(()) => {}
                                 Err(mpsc::error::TrySendError::Full(_)) => {
+                                    shared.queued.fetch_sub(1, Ordering::Relaxed);
                                     shared.lost.fetch_add(1, Ordering::Relaxed);
                                 }
-                                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                                Err(mpsc::error::TrySendError::Closed(_)) => {
+                                    shared.queued.fetch_sub(1, Ordering::Relaxed);
+                                    return;
+                                }
                             }
                         }
                         Ok(None) => break,

@@ -1,14 +1,46 @@
-//! A real ClickHouse server for the ClickHouse backend's tests and bench: Debian's
-//! `clickhouse-server` started as a child process with its own config, ports and data in a
-//! temporary directory; killed and removed when the guard drops (panics included).
+//! A real ClickHouse server for the ClickHouse backend's tests and bench (and the relay's
+//! lab test, `integration/tests/history_clickhouse.rs`, which includes this file: it
+//! depends on `std` alone): Debian's `clickhouse-server` started as a child process with
+//! its own config, ports and data in a temporary directory; killed and removed when the
+//! guard drops (panics included).
+// Each including crate uses a different part.
+#![allow(dead_code)]
 
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "lumen-clickhouse-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("clickhouse scratch directory");
+        Scratch(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Where Debian and upstream packages put the server.
 const CANDIDATES: &[(&str, Option<&str>)] = &[
@@ -49,7 +81,8 @@ fn free_port() -> u16 {
 
 /// A running (or stopped) server; its data survives [`ClickHouseServer::stop`].
 pub struct ClickHouseServer {
-    dir: tempfile::TempDir,
+    // Dropped after the server is stopped (`Drop` below).
+    dir: Scratch,
     child: Option<Child>,
     http_port: u16,
 }
@@ -57,7 +90,7 @@ pub struct ClickHouseServer {
 impl ClickHouseServer {
     /// Writes a config in a fresh directory and starts the server; waits until it answers.
     pub fn start() -> ClickHouseServer {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = Scratch::new();
         let (http_port, tcp_port) = (free_port(), free_port());
         let root = dir.path().display().to_string();
         let config = format!(
@@ -152,19 +185,26 @@ impl ClickHouseServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The answer to `sql` (sent as the body of an HTTP POST), e.g. `TabSeparated` rows;
+    /// `None` when the server cannot be reached or refuses it.
+    pub fn query(&self, sql: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let req = format!(
+            "POST / HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        );
+        s.write_all(req.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        let status = head.lines().next()?;
+        (status.starts_with("HTTP/1.") && status.contains(" 200 ")).then(|| body.to_string())
+    }
+
     /// `SELECT 1` over HTTP.
     fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.http_port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = "GET /?query=SELECT%201 HTTP/1.0\r\nHost: localhost\r\n\r\n";
-        let mut out = String::new();
-        s.write_all(req.as_bytes()).is_ok()
-            && s.read_to_string(&mut out).is_ok()
-            && out.starts_with("HTTP/1.")
-            && out.contains(" 200 ")
-            && out.ends_with("\r\n\r\n1\n")
+        self.query("SELECT 1").as_deref() == Some("1\n")
     }
 }
 
