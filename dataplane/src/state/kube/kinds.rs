@@ -36,11 +36,6 @@ impl WatchedKind {
         }
     }
 
-    /// Whether a CustomResourceDefinition (not the API server itself) provides it.
-    pub fn is_crd(&self) -> bool {
-        self.group == "cilium.io"
-    }
-
     /// `plural.group`, the name of its CustomResourceDefinition.
     pub fn crd_name(&self) -> String {
         format!("{}.{}", self.plural, self.group)
