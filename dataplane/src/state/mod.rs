@@ -2,6 +2,7 @@
 //! network policies), whatever delivers them. Today a watched directory of manifests
 //! ([`manifests`]); later a Kubernetes watcher feeds the same [`ClusterState`].
 
+pub mod kube;
 pub mod lock;
 pub mod manifests;
 pub mod node_record;
