@@ -49,7 +49,6 @@ struct Request {
     method: Method,
     /// Collection, e.g. `apis/cilium.io/v2/ciliumnodes`.
     collection: String,
-    name: Option<String>,
     subresource: Option<String>,
 }
 
@@ -125,9 +124,9 @@ struct Path {
 
 fn parse_path(path: &str) -> Option<Path> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let prefix = match segs.first()? {
-        &"api" => 2,
-        &"apis" => 3,
+    let prefix = match *segs.first()? {
+        "api" => 2,
+        "apis" => 3,
         _ => return None,
     };
     let mut rest = segs.get(prefix..)?;
@@ -252,7 +251,6 @@ async fn handle(
         from,
         method: method.clone(),
         collection: p.collection.clone(),
-        name: p.name.clone(),
         subresource: p.subresource.clone(),
     });
     if p.collection == LEASES && db.lease_outage.contains(from) {
@@ -641,4 +639,250 @@ async fn one_leader_allocates_and_its_successor_keeps_the_allocations() {
     assert_eq!(third["talos-w-4"], freed, "the released block is reused");
     assert_distinct_blocks(&third, 24);
     drop((a, b));
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_services_get_addresses_from_the_pool() {
+    let fake = Fake::new();
+    fake.create(POOLS, fixture("lb-pool.json", &[("NAME", "homelab-pool")]));
+    for (name, created, ip) in [
+        ("web-lb", "2026-11-21T08:00:00Z", "10.96.12.7"),
+        ("web-lb-2", "2026-11-21T09:00:00Z", "10.96.12.8"),
+    ] {
+        fake.create(
+            SERVICES,
+            fixture(
+                "service-lb.json",
+                &[("NAME", name), ("CREATED", created), ("CLUSTERIP", ip)],
+            ),
+        );
+    }
+    // Someone else's condition on the pool stays.
+    {
+        let mut db = fake.db.lock().unwrap();
+        let pool = db
+            .objects
+            .get_mut(&(POOLS.into(), String::new(), "homelab-pool".into()))
+            .unwrap();
+        pool["status"] = json!({"conditions": [{"type": "example.com/Audited", "status": "True",
+            "reason": "ok", "message": "", "lastTransitionTime": "2026-11-21T07:00:00Z"}]});
+    }
+    // ipam.mode kubernetes: LB-IPAM only, no pod-CIDR allocation.
+    let _op = start(
+        &fake,
+        "op-a",
+        &format!("ipam: {{mode: kubernetes}}\n{FAST}"),
+    )
+    .await;
+
+    let web = wait_for("web-lb's address", Duration::from_secs(10), || {
+        let s = fake.get(SERVICES, "demo", "web-lb")?;
+        condition(&s, "cilium.io/IPAMRequestSatisfied").map(|_| s)
+    })
+    .await;
+    assert_eq!(
+        web["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": "192.168.77.240"}])
+    );
+    let c = condition(&web, "cilium.io/IPAMRequestSatisfied").unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("True"), Some("satisfied"))
+    );
+    assert_eq!(c["message"], "192.168.77.240 from pool homelab-pool");
+    assert!(
+        c["lastTransitionTime"].as_str().unwrap().starts_with("20"),
+        "{c}"
+    );
+    assert_eq!(web["spec"]["type"], "LoadBalancer", "spec untouched");
+
+    let web2 = wait_for("web-lb-2's condition", Duration::from_secs(10), || {
+        let s = fake.get(SERVICES, "demo", "web-lb-2")?;
+        condition(&s, "cilium.io/IPAMRequestSatisfied").map(|_| s)
+    })
+    .await;
+    let c = condition(&web2, "cilium.io/IPAMRequestSatisfied").unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("out_of_ips"))
+    );
+    assert!(
+        web2["status"]["loadBalancer"].get("ingress").is_none(),
+        "{web2}"
+    );
+
+    let pool = wait_for("the pool's status", Duration::from_secs(10), || {
+        let p = fake.get(POOLS, "", "homelab-pool")?;
+        condition(&p, "cilium.io/IPsUsed").map(|_| p)
+    })
+    .await;
+    let msg = |t: &str| condition(&pool, t).unwrap()["message"].clone();
+    assert_eq!(
+        (
+            msg("cilium.io/IPsTotal"),
+            msg("cilium.io/IPsUsed"),
+            msg("cilium.io/IPsAvailable")
+        ),
+        (json!("1"), json!("1"), json!("0"))
+    );
+    assert_eq!(
+        condition(&pool, "cilium.io/PoolConflict").unwrap()["status"],
+        "False"
+    );
+    assert!(condition(&pool, "example.com/Audited").is_some(), "{pool}");
+
+    // Status goes through the status subresource only; nothing else is written.
+    let writes: Vec<Request> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != Method::GET)
+        .collect();
+    for r in &writes {
+        if r.collection == LEASES {
+            continue;
+        }
+        assert!(
+            r.method == Method::PATCH && r.subresource.as_deref() == Some("status"),
+            "unexpected write {r:?}"
+        );
+    }
+    assert!(writes
+        .iter()
+        .all(|r| r.collection != CILIUM_NODES && r.collection != NODES));
+    assert!(
+        fake.requests().iter().all(|r| r.collection != NODES),
+        "kubernetes mode does not watch Nodes"
+    );
+
+    // Deleting the first Service frees its address for the second.
+    fake.delete(SERVICES, "demo", "web-lb");
+    wait_for(
+        "web-lb-2 to get the freed address",
+        Duration::from_secs(10),
+        || {
+            let s = fake.get(SERVICES, "demo", "web-lb-2")?;
+            (s["status"]["loadBalancer"]["ingress"] == json!([{"ip": "192.168.77.240"}]))
+                .then_some(())
+        },
+    )
+    .await;
+    // Stable afterwards: no more status writes once converged.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let count = |f: &Fake| {
+        f.requests()
+            .iter()
+            .filter(|r| r.collection == SERVICES && r.method == Method::PATCH)
+            .count()
+    };
+    let before = count(&fake);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(count(&fake), before, "status rewritten without a change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_is_reported_on_the_node() {
+    let fake = Fake::new();
+    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+        add_node(&fake, n, &format!("192.168.1.{}", 10 + i));
+    }
+    let cfg = format!(
+        "ipam:\n  mode: cluster-pool\n  operator:\n    clusterPoolIPv4PodCIDRList: [10.100.0.0/23]\n    clusterPoolIPv4MaskSize: 24\n{FAST}"
+    );
+    let _op = start(&fake, "op-a", &cfg).await;
+    let event = wait_for(
+        "an event about the exhausted pool",
+        Duration::from_secs(10),
+        || fake.list(EVENTS).into_iter().next(),
+    )
+    .await;
+    let cidrs = pod_cidrs(&fake);
+    assert_eq!(cidrs.len(), 2, "{cidrs:?}");
+    assert_distinct_blocks(&cidrs, 24);
+    let unlucky = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| !cidrs.contains_key(*n))
+        .unwrap();
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "PodCIDRAllocationFailed");
+    assert_eq!(event["regarding"]["kind"], "Node");
+    assert_eq!(event["regarding"]["name"], unlucky);
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("10.100.0.0/23") && note.contains("clusterPoolIPv4PodCIDRList"),
+        "{note}"
+    );
+    assert_eq!(event["reportingController"], "lumen-operator");
+
+    // Reported once, not on every round.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(fake.list(EVENTS).len(), 1);
+    // A Node leaving frees a block for the one waiting.
+    let gone = cidrs.keys().next().unwrap().clone();
+    fake.delete(NODES, "", &gone);
+    wait_for("the waiting Node's block", Duration::from_secs(10), || {
+        let c = pod_cidrs(&fake);
+        (c.get(unlucky) == cidrs.get(&gone) && !c.contains_key(&gone)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_allocating() {
+    let fake = Fake::new();
+    add_node(&fake, "n1", "192.168.1.10");
+    // The leader steps down 1 s after its last renewal; others wait 3 s.
+    let cfg = format!("{CLUSTER_POOL}leaderElection: {{leaseNamespace: kube-system, leaseDuration: 3s, renewDeadline: 1s, retryPeriod: 200ms}}\n");
+    let _a = start(&fake, "op-a", &cfg).await;
+    wait_for("op-a to lead and allocate", Duration::from_secs(10), || {
+        (holder(&fake).as_deref() == Some("op-a") && pod_cidrs(&fake).contains_key("n1"))
+            .then_some(())
+    })
+    .await;
+    let _b = start(&fake, "op-b", &cfg).await;
+    // op-a can still reach everything but the Lease.
+    fake.db.lock().unwrap().lease_outage.insert("op-a");
+    let cut = Instant::now();
+    let before = writers(&fake, CILIUM_NODES).len();
+    // A Node joins after op-a had to step down and before op-b may take over: nobody
+    // leads, so it waits for its block.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        holder(&fake).as_deref(),
+        Some("op-a"),
+        "the Lease has not expired yet"
+    );
+    add_node(&fake, "n2", "192.168.1.11");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !pod_cidrs(&fake).contains_key("n2"),
+        "allocated without a leader"
+    );
+    wait_for("op-b to take over", Duration::from_secs(10), || {
+        (holder(&fake).as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
+    assert!(
+        cut.elapsed() >= Duration::from_millis(2500),
+        "took over after {:?}",
+        cut.elapsed()
+    );
+    wait_for("n2's block", Duration::from_secs(10), || {
+        pod_cidrs(&fake).contains_key("n2").then_some(())
+    })
+    .await;
+    let after = writers(&fake, CILIUM_NODES);
+    assert!(
+        after[before..].iter().all(|w| *w == "op-b"),
+        "writes after the cut: {:?}",
+        &after[before..]
+    );
+    assert_distinct_blocks(&pod_cidrs(&fake), 24);
 }

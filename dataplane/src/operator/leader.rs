@@ -67,7 +67,16 @@ impl Elector {
         let s = self.settings.clone();
         let mut last_renew: Option<Instant> = None;
         loop {
-            let attempt = self.try_acquire_or_renew().await;
+            // A leader's attempt may take only until its renew deadline: a hanging or
+            // retrying request must not keep it allocating past that.
+            let budget = match last_renew {
+                Some(t) => (t + s.renew_deadline).saturating_duration_since(Instant::now()),
+                None => s.renew_deadline,
+            };
+            let attempt = match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {budget:?}")),
+            };
             let now = Instant::now();
             let lead = match attempt {
                 Ok(Attempt::Held) => {
