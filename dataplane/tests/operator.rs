@@ -465,6 +465,16 @@ impl Drop for Instance {
 }
 
 async fn start(fake: &Arc<Fake>, name: &'static str, cfg: &str) -> Instance {
+    start_until(fake, name, cfg, std::future::pending()).await
+}
+
+/// An instance that shuts down (as on SIGTERM) when `shutdown` completes.
+async fn start_until(
+    fake: &Arc<Fake>,
+    name: &'static str,
+    cfg: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Instance {
     let cfg = OperatorConfig::parse("test", cfg).unwrap();
     let url = fake.listen(name).await;
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
@@ -472,7 +482,7 @@ async fn start(fake: &Arc<Fake>, name: &'static str, cfg: &str) -> Instance {
         client,
         cfg,
         name.to_string(),
-        std::future::pending(),
+        shutdown,
     )))
 }
 
@@ -885,4 +895,36 @@ async fn a_leader_that_cannot_renew_stops_allocating() {
         &after[before..]
     );
     assert_distinct_blocks(&pod_cidrs(&fake), 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_shutting_down_hands_over_without_waiting_for_expiry() {
+    let fake = Fake::new();
+    add_node(&fake, "n1", "192.168.1.10");
+    let cfg = format!("{CLUSTER_POOL}leaderElection: {{leaseNamespace: kube-system, leaseDuration: 5s, renewDeadline: 2s, retryPeriod: 200ms}}\n");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let a = start_until(&fake, "op-a", &cfg, async move {
+        let _ = stopped.await;
+    })
+    .await;
+    wait_for("op-a to lead and allocate", Duration::from_secs(10), || {
+        (holder(&fake).as_deref() == Some("op-a") && pod_cidrs(&fake).contains_key("n1"))
+            .then_some(())
+    })
+    .await;
+    let _b = start(&fake, "op-b", &cfg).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).unwrap();
+    let t = Instant::now();
+    wait_for("op-b to take over", Duration::from_secs(10), || {
+        (holder(&fake).as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}: the Lease was not released",
+        t.elapsed()
+    );
+    assert!(a.0.is_finished(), "op-a exits after releasing");
+    assert_eq!(pod_cidrs(&fake)["n1"], ["10.100.0.0/24"]);
 }

@@ -14,20 +14,20 @@ pub const DEFAULT_LEASE_NAME: &str = "lumen-operator-resource-lock";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid configuration (unknown key, wrong type, bad value).
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         /// The file.
         path: String,
         /// Why, with the key.
-        source: serde_yaml::Error,
+        error: serde_yaml::Error,
     },
     /// The leader-election timings cannot work together.
     #[error("leaderElection: {0}")]
@@ -136,9 +136,9 @@ impl OperatorConfig {
         let cfg: OperatorConfig = if text.trim().is_empty() {
             OperatorConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            serde_yaml::from_str(text).map_err(|error| ConfigError::Parse {
                 path: path.into(),
-                source,
+                error,
             })?
         };
         let le = &cfg.leader_election;
@@ -161,9 +161,9 @@ impl OperatorConfig {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: name.clone(),
-            source,
+            error,
         })?;
         Self::parse(&name, &text)
     }
