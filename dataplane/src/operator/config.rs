@@ -1,9 +1,10 @@
 //! The operator's configuration file: one YAML document with the Cilium Helm-value names
 //! the chart renders into the operator's ConfigMap.
 
-use crate::config::IpamConfig;
+use crate::config::{IpamConfig, IpamMode};
+use crate::podcidr::choose;
 use serde::Deserialize;
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 /// The cilium-operator health port.
 pub const DEFAULT_HEALTH_PORT: u16 = 9234;
@@ -29,6 +30,9 @@ pub enum ConfigError {
         /// Why, with the key.
         error: serde_yaml::Error,
     },
+    /// `ipam.mode: cluster-pool` without blocks to hand out.
+    #[error("{0}")]
+    Ipam(String),
     /// The leader-election timings cannot work together.
     #[error("leaderElection: {0}")]
     Timing(&'static str),
@@ -155,6 +159,19 @@ impl OperatorConfig {
                 "retryPeriod must be shorter than renewDeadline",
             ));
         }
+        if cfg.ipam.mode == IpamMode::ClusterPool {
+            let op = &cfg.ipam.operator;
+            // The allocator's own checks, on an empty cluster: what fails here fails for
+            // every node.
+            if let Err(e) = choose(
+                &op.cluster_pool_ipv4_pod_cidr_list,
+                op.cluster_pool_ipv4_mask_size,
+                &BTreeMap::new(),
+                "",
+            ) {
+                return Err(ConfigError::Ipam(e.to_string()));
+            }
+        }
         Ok(cfg)
     }
 
@@ -177,7 +194,6 @@ impl OperatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IpamMode;
 
     #[test]
     fn helm_names_with_defaults() {
@@ -234,5 +250,19 @@ mod tests {
         assert!(e.to_string().contains("renewDeadline"), "{e}");
         let e = OperatorConfig::parse("c", "leaderElection: {retryPeriod: soon}\n").unwrap_err();
         assert!(e.to_string().contains("soon"), "{e}");
+        let e = OperatorConfig::parse("c", "ipam: {mode: cluster-pool}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("clusterPoolIPv4PodCIDRList is empty"),
+            "{e}"
+        );
+        let e = OperatorConfig::parse(
+            "c",
+            "ipam: {mode: cluster-pool, operator: {clusterPoolIPv4PodCIDRList: 10.0.0.0/24, clusterPoolIPv4MaskSize: 16}}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("clusterPoolIPv4MaskSize"), "{e}");
+        // Kubernetes mode needs no pool.
+        OperatorConfig::parse("c", "ipam: {mode: kubernetes}\n").unwrap();
     }
 }
