@@ -343,6 +343,70 @@ fn render(obj: &StatusObject) -> String {
     serde_yaml::to_string(obj).expect("status objects serialise")
 }
 
+/// Whether `type_` is a condition LB-IPAM sets (on services or pools); others on the same
+/// object belong to someone else.
+pub fn is_lbipam_condition(type_: &str) -> bool {
+    [
+        SERVICE_CONDITION,
+        POOL_CONFLICT,
+        POOL_IPS_TOTAL,
+        POOL_IPS_AVAILABLE,
+        POOL_IPS_USED,
+    ]
+    .contains(&type_)
+}
+
+/// The status file [`plan`] compares against, for an object whose status lives elsewhere
+/// (the operator keeps it in the API server): its name and text from the object's current
+/// `status`, `kind` being `Service` or `CiliumLoadBalancerIPPool`. Only LB-IPAM's own
+/// conditions (and a Service's ingress) count; `None` when the object carries none of them,
+/// as when no file exists.
+pub fn current_file(
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    status: &serde_json::Value,
+) -> Option<(String, String)> {
+    let mut st: Status = serde_json::from_value(status.clone()).ok()?;
+    st.conditions.retain(|c| is_lbipam_condition(&c.type_));
+    if st.conditions.is_empty() {
+        return None;
+    }
+    let (file, api_version, namespace) = match kind {
+        "Service" => {
+            let svc = ServiceName {
+                namespace: namespace.unwrap_or("default").to_string(),
+                name: name.to_string(),
+            };
+            st.load_balancer
+                .get_or_insert(LoadBalancerStatus { ingress: vec![] });
+            (service_file(&svc), "v1", Some(svc.namespace))
+        }
+        POOL_KIND => {
+            st.load_balancer = None;
+            (pool_file(name), "cilium.io/v2alpha1", None)
+        }
+        _ => return None,
+    };
+    let obj = StatusObject {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        metadata: StatusMeta {
+            name: name.to_string(),
+            namespace,
+        },
+        status: st,
+    };
+    Some((file, render(&obj)))
+}
+
+/// The `status` a planned file's `text` sets, as JSON (for a status merge patch); `None`
+/// for text that is not a status file.
+pub fn planned_status(text: &str) -> Option<serde_json::Value> {
+    let obj: StatusObject = serde_yaml::from_str(text).ok()?;
+    serde_json::to_value(obj.status).ok()
+}
+
 /// The pools and the Services of `state` (with their current status). Objects that do not
 /// parse are left out (the agent reports them elsewhere).
 pub fn inputs(state: &ClusterState) -> (Vec<IpPool>, Vec<Service>) {
@@ -424,7 +488,9 @@ pub fn reconcile(manifests_dir: &Path, state: &ClusterState) -> Result<Outcome, 
     Ok(out)
 }
 
-fn log_changes(plan: &Plan) {
+/// Logs what `plan` assigns or cannot satisfy (for the Services it changes) and its pool
+/// conflicts.
+pub fn log_changes(plan: &Plan) {
     for a in &plan.result.services {
         let file = service_file(&a.service);
         if !plan
@@ -745,6 +811,44 @@ mod tests {
             name: "service.demo.old.yaml".into()
         }));
         assert!(!p.changes.iter().any(|c| file_name(c) == "README.yaml"));
+    }
+
+    #[test]
+    fn status_kept_in_an_object_reads_back_as_the_same_file() {
+        let pools = vec![pool(
+            "lab",
+            "2026-01-01T00:00:00Z",
+            "[{start: 192.168.77.240, stop: 192.168.77.240}]",
+        )];
+        let services = vec![
+            svc("a", "2026-01-01T00:00:01Z", ""),
+            svc("bb", "2026-01-01T00:00:02Z", ""),
+        ];
+        let p = plan(&BTreeMap::new(), &pools, &services, "T1");
+        let mut current = BTreeMap::new();
+        for c in &p.changes {
+            let FileChange::Write { name, text } = c else {
+                panic!("{c:?}")
+            };
+            // As the API server keeps it: our status plus someone else's condition.
+            let mut status = planned_status(text).unwrap();
+            status["conditions"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": "Other", "status": "True", "reason": "x", "message": "", "lastTransitionTime": "T0"}));
+            let (kind, ns, obj) = match name.strip_prefix("service.demo.") {
+                Some(rest) => ("Service", Some("demo"), rest.trim_end_matches(".yaml")),
+                None => (POOL_KIND, None, "lab"),
+            };
+            let (file, back) = current_file(kind, ns, obj, &status).unwrap();
+            assert_eq!((&file, &back), (name, text));
+            current.insert(file, back);
+        }
+        assert_eq!(current.len(), 3);
+        let again = plan(&current, &pools, &with_status(&services, &current), "T2");
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
+        let none = serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}});
+        assert_eq!(current_file("Service", Some("demo"), "x", &none), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod localapi;
 pub mod metrics;
 pub mod node_setup;
 pub mod observer;
+pub mod operator;
 pub mod peer;
 pub mod pipeline;
 pub mod podcidr;
