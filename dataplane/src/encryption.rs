@@ -180,12 +180,23 @@ pub struct Encryption {
     /// What the last successful [`Encryption::apply`] set (none yet: `None`, so the
     /// first one also clears what a previous agent left in `WG_PEERS`).
     peers: Mutex<Option<Vec<WantedPeer>>>,
+    /// With `stateSource: kubernetes`, the API client the key is published through (on
+    /// the node's CiliumNode); otherwise the key goes into the manifest source's record.
+    kube: Option<kube::Client>,
+    /// The task publishing the latest key through the API (retried until it lands).
+    publishing: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Encryption {
     /// Loads (or creates) the key, brings the device up with the pods' MTU and publishes
     /// the public key. Peers come with the first [`Encryption::apply`].
-    pub fn start(cfg: &AgentConfig, map: WgPeersMap) -> Result<Arc<Encryption>, EncryptionError> {
+    /// With `kube`, the key is published on the node's CiliumNode through the API server
+    /// (in the background, retried until it lands).
+    pub fn start(
+        cfg: &AgentConfig,
+        map: WgPeersMap,
+        kube: Option<kube::Client>,
+    ) -> Result<Arc<Encryption>, EncryptionError> {
         let key_path = cfg.state_dir.join(KEY_FILE);
         let key = PrivateKey::load_or_create(&key_path)?;
         let mut dc = DeviceConfig::new(key.clone());
@@ -212,6 +223,8 @@ impl Encryption {
             },
             map: Mutex::new(map),
             peers: Mutex::default(),
+            kube,
+            publishing: Mutex::default(),
         });
         enc.publish(&key.public_key())?;
         Ok(enc)
@@ -222,8 +235,52 @@ impl Encryption {
         self.device.ifindex()
     }
 
-    /// Writes `key` into this node's CiliumNode record, under the status lock.
+    /// Publishes `key` for the peers: on the CiliumNode through the API server, or in the
+    /// manifest source's CiliumNode record.
     fn publish(&self, key: &PublicKey) -> Result<(), EncryptionError> {
+        match &self.kube {
+            Some(client) => {
+                self.publish_through_api(client.clone(), key.to_base64());
+                Ok(())
+            }
+            None => self.publish_to_record(key),
+        }
+    }
+
+    /// Sets the annotation on this node's CiliumNode, retrying with backoff until the API
+    /// server takes it; a newer key replaces a pending one.
+    fn publish_through_api(&self, client: kube::Client, key: String) {
+        let node = self.node.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(200);
+            loop {
+                match crate::state::kube::write_node_annotation(
+                    client.clone(),
+                    &node,
+                    WG_PUB_KEY_ANNOTATION,
+                    Some(&key),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        tracing::info!(node, public_key = %key, "WireGuard public key published on the CiliumNode");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node, error = %e, retry_in = ?backoff, "publishing the WireGuard public key failed; check the agent's RBAC (patch/create ciliumnodes)");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.publishing.lock().replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Writes `key` into this node's CiliumNode record, under the status lock.
+    fn publish_to_record(&self, key: &PublicKey) -> Result<(), EncryptionError> {
         let dir = ManifestDir::status_dir(&self.manifests_dir);
         let err = |path: PathBuf| move |source| EncryptionError::Publish { path, source };
         std::fs::create_dir_all(&dir).map_err(err(dir.clone()))?;

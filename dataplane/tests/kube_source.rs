@@ -440,10 +440,32 @@ async fn node_annotation_reaches_the_state() {
         st.nodes["node2"].pod_cidrs,
         ["10.100.1.0/24".parse::<ipnet::IpNet>().unwrap()]
     );
-    let err = source::write_node_annotation(server.client(), "nope", "k", Some("v"))
+    // node3 has no CiliumNode yet (ipam.mode kubernetes, or before the operator): the
+    // agent creates it with the annotation, as Cilium's agent creates its own.
+    server.play(
+        r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"Node","metadata":{"name":"node3","uid":"5f0c1a4e-3b1d-4d9e-9a61-0c7e3f1b2a93","resourceVersion":"900000","labels":{"kubernetes.io/hostname":"node3"}},"spec":{"podCIDR":"10.100.3.0/24","podCIDRs":["10.100.3.0/24"]},"status":{"addresses":[{"type":"InternalIP","address":"192.168.77.3"}]}}}"#,
+    );
+    let st = until(&mut rx, "node3", |s| s.nodes.contains_key("node3")).await;
+    assert!(st.nodes["node3"].wg_pub_key.is_none());
+    source::write_node_annotation(
+        server.client(),
+        "node3",
+        lumen_dataplane::state::WG_PUB_KEY_ANNOTATION,
+        Some("dGhyZWU="),
+    )
+    .await
+    .unwrap();
+    let st = until(&mut rx, "node3 key", |s| {
+        s.nodes["node3"].wg_pub_key.is_some()
+    })
+    .await;
+    assert_eq!(st.nodes["node3"].wg_pub_key.as_deref(), Some("dGhyZWU="));
+    // A server that refuses says which node and annotation failed.
+    server.uninstall("ciliumnodes");
+    let err = source::write_node_annotation(server.client(), "node4", "k", Some("v"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("nope"), "{err}");
+    assert!(err.to_string().contains("node4"), "{err}");
 }
 
 /// A Kubernetes API server over recorded objects and events.
@@ -877,6 +899,10 @@ mod apiserver {
             let mut inner = s.inner.lock().unwrap();
             inner.requests.push(req);
             patch(&mut inner, &path, &body)
+        } else if method == Method::POST {
+            let mut inner = s.inner.lock().unwrap();
+            inner.requests.push(req);
+            create(&mut inner, &path, &body)
         } else {
             json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({}))
         }
@@ -977,6 +1003,37 @@ mod apiserver {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from_stream(body))
             .unwrap()
+    }
+
+    /// Creates one object in a cluster-scoped collection (409 if it exists).
+    fn create(inner: &mut Inner, path: &str, body: &[u8]) -> Response {
+        let rv = inner.rv + 1;
+        let Some(c) = inner.collection(path).filter(|c| c.installed) else {
+            return not_found();
+        };
+        let mut obj: Value = serde_json::from_slice(body).unwrap();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = (String::new(), name.clone());
+        if c.objects.contains_key(&key) {
+            return json_response(
+                StatusCode::CONFLICT,
+                &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+                        "message": format!("{} \"{name}\" already exists", c.res.plural),
+                        "reason":"AlreadyExists","code":409}),
+            );
+        }
+        obj["metadata"]["resourceVersion"] = rv.to_string().into();
+        c.objects.insert(key, obj.clone());
+        inner.rv = rv;
+        inner.record(
+            rv,
+            path,
+            json!({"type": "ADDED", "object": obj}).to_string(),
+        );
+        json_response(StatusCode::CREATED, &obj)
     }
 
     /// A JSON merge patch (RFC 7386) on one object of a cluster-scoped collection.

@@ -872,7 +872,7 @@ fn rendered_configs_parse_with_the_components_parsers() {
             vals["ipv4NativeRoutingCIDR"].as_str().map(String::from)
         );
         assert_eq!(
-            cfg.ipam.mode,
+            cfg.ipam.mode(),
             if cluster_pool {
                 lumen_dataplane::config::IpamMode::ClusterPool
             } else {

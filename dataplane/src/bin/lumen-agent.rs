@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use lumen_dataplane::{
     agent::Agent,
-    config::AgentConfig,
+    config::{AgentConfig, StateSource},
     datapath::{l2::L2ResponderMap, reader, Datapath},
     endpoints::EndpointStore,
     ingest::RingSink,
@@ -123,13 +123,35 @@ async fn run(args: Args) -> Result<()> {
             None
         };
 
+    // The state source: a manifest directory, or the Kubernetes API server.
+    let (state_rx, refresher, kube_client) = match cfg.state_source {
+        StateSource::Manifests => {
+            let (rx, refresher) =
+                state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(200));
+            (rx, Some(refresher), None)
+        }
+        StateSource::Kubernetes => {
+            let client = state::kube::client(
+                cfg.k8s_service_host.as_deref(),
+                cfg.k8s_service_port.map(|p| p.0),
+            )
+            .await
+            .context("connecting to the Kubernetes API server (stateSource: kubernetes)")?;
+            tracing::info!("waiting for the Kubernetes state source's first list of every kind");
+            let rx = state::kube::watch(client.clone(), state::kube::KubeSourceOptions::default())
+                .await
+                .context("syncing the Kubernetes state source")?;
+            (rx, None, Some(client))
+        }
+    };
+
     // WireGuard: the device must exist before the datapath attaches to it.
     let encryption = if cfg.encryption.enabled {
         let map = lumen_dataplane::datapath::wg::WgPeersMap::take(&mut datapath)?;
         // Creating the TUN device runs its own netlink runtime: off the async workers.
         Some(
             tokio::task::block_in_place(|| {
-                lumen_dataplane::encryption::Encryption::start(&cfg, map)
+                lumen_dataplane::encryption::Encryption::start(&cfg, map, kube_client.clone())
             })
             .context("starting WireGuard encryption (encryption.enabled)")?,
         )
@@ -138,15 +160,13 @@ async fn run(args: Args) -> Result<()> {
     };
 
     let endpoints = EndpointStore::open(&cfg.state_dir.join("endpoints.json"))?;
-    let (state_rx, refresher) =
-        state::manifests::watch(cfg.manifests_dir.clone(), Duration::from_millis(200));
     let agent = Agent::new(
         cfg.clone(),
         datapath,
         Some(maps),
         endpoints,
         state_rx.clone(),
-        Some(refresher),
+        refresher,
         uplinks.clone(),
         host_ips,
     );

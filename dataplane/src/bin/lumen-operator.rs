@@ -52,7 +52,7 @@ async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("healthPort {health_port}"))?;
     let health = tokio::spawn(async move { axum::serve(listener, health::router()).await });
-    tracing::info!(%identity, mode = ?cfg.ipam.mode, health_port, "lumen-operator starting");
+    tracing::info!(%identity, mode = ?cfg.ipam.mode(), health_port, "lumen-operator starting");
     operator::run(client, cfg, identity, shutdown()).await;
     health.abort();
     Ok(())

@@ -159,7 +159,7 @@ impl OperatorConfig {
                 "retryPeriod must be shorter than renewDeadline",
             ));
         }
-        if cfg.ipam.mode == IpamMode::ClusterPool {
+        if cfg.ipam.mode() == IpamMode::ClusterPool {
             let op = &cfg.ipam.operator;
             // The allocator's own checks, on an empty cluster: what fails here fails for
             // every node.
@@ -202,7 +202,7 @@ mod tests {
             "ipam:\n  mode: cluster-pool\n  operator:\n    clusterPoolIPv4PodCIDRList: \"10.100.0.0/16\"\nk8sServiceHost: 192.168.1.10\nk8sServicePort: 6443\n",
         )
         .unwrap();
-        assert_eq!(c.ipam.mode, IpamMode::ClusterPool);
+        assert_eq!(c.ipam.mode(), IpamMode::ClusterPool);
         assert_eq!(
             c.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
             ["10.100.0.0/16".parse::<ipnet::Ipv4Net>().unwrap()]

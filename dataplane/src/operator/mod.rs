@@ -19,15 +19,9 @@ pub enum OperatorError {
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// No API server address and credentials (neither in-cluster nor a kubeconfig).
-    #[error("no Kubernetes API server configuration: {0}")]
-    NoKubeConfig(String),
-    /// `k8sServiceHost`/`k8sServicePort` do not form a URL.
-    #[error("k8sServiceHost/k8sServicePort: {0}")]
-    ServiceAddress(String),
-    /// The client could not be built from the configuration.
-    #[error("Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
+    /// No API client (configuration, address or credentials).
+    #[error(transparent)]
+    Kube(#[from] crate::state::kube::KubeSourceError),
 }
 
 /// This instance's Lease `holderIdentity`: `$POD_NAME`, else the host name.
@@ -44,32 +38,8 @@ pub fn identity() -> String {
         .unwrap_or_else(|| "lumen-operator".into())
 }
 
-/// A client for the API server: in-cluster (service account), else the kubeconfig; with
-/// `k8sServiceHost` (and `k8sServicePort`, default 443) replacing the address, as Cilium
-/// does where the `kubernetes` Service is unreachable without a CNI.
+/// A client for the API server ([`crate::state::kube::client`]): in-cluster, else the
+/// kubeconfig, with `k8sServiceHost`/`k8sServicePort` replacing the address.
 pub async fn client(cfg: &OperatorConfig) -> Result<kube::Client, OperatorError> {
-    let mut kc = match kube::Config::incluster() {
-        Ok(c) => c,
-        Err(in_cluster) => kube::Config::infer().await.map_err(|e| {
-            OperatorError::NoKubeConfig(format!("not in a cluster ({in_cluster}), and {e}"))
-        })?,
-    };
-    if let Some(host) = &cfg.k8s_service_host {
-        let port = cfg.k8s_service_port.unwrap_or(443);
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.clone()
-        };
-        kc.cluster_url = parse_display(&format!("https://{host}:{port}"))
-            .map_err(OperatorError::ServiceAddress)?;
-    }
-    kube::Client::try_from(kc).map_err(OperatorError::Client)
-}
-
-fn parse_display<T: std::str::FromStr>(s: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    s.parse().map_err(|e: T::Err| format!("{s}: {e}"))
+    Ok(crate::state::kube::client(cfg.k8s_service_host.as_deref(), cfg.k8s_service_port).await?)
 }

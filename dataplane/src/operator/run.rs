@@ -107,7 +107,7 @@ pub async fn run(
     identity: String,
     shutdown: impl Future<Output = ()>,
 ) {
-    let cluster_pool = cfg.ipam.mode == IpamMode::ClusterPool;
+    let cluster_pool = cfg.ipam.mode() == IpamMode::ClusterPool;
     let changed = Arc::new(Notify::new());
     let mut drivers: Vec<BoxFuture<'static, ()>> = vec![];
     let (nodes, cilium_nodes) = if cluster_pool {

@@ -14,18 +14,30 @@ pub fn server_url(host: &str, port: u16) -> String {
     }
 }
 
-/// A client for the cluster the agent runs in. `host` (and `port`, default 443) replace
-/// the address from `KUBERNETES_SERVICE_HOST`/`_PORT`; `port` alone changes only the port.
+/// A client for the cluster this runs in (the agent, the operator): in-cluster config,
+/// else the kubeconfig (`KUBECONFIG`, `~/.kube/config`). `host` (and `port`, default 443)
+/// replace the address from `KUBERNETES_SERVICE_HOST`/`_PORT`; `port` alone changes only
+/// the port.
 pub async fn client(
     host: Option<&str>,
     port: Option<u16>,
 ) -> Result<kube::Client, KubeSourceError> {
-    let mut config = match host {
+    let in_cluster = match host {
         // The environment's address is not needed, so its absence is no error.
         Some(_) => kube::Config::incluster_dns(),
         None => kube::Config::incluster(),
-    }
-    .map_err(KubeSourceError::InCluster)?;
+    };
+    let mut config = match in_cluster {
+        Ok(c) => c,
+        Err(in_cluster) => {
+            kube::Config::infer()
+                .await
+                .map_err(|kubeconfig| KubeSourceError::NoConfig {
+                    in_cluster,
+                    kubeconfig,
+                })?
+        }
+    };
     let address = match (host, port) {
         (Some(h), p) => Some(server_url(h, p.unwrap_or(443))),
         (None, Some(p)) => config

@@ -55,6 +55,17 @@ pub enum KubeSourceError {
          /var/run/secrets/kubernetes.io/serviceaccount, KUBERNETES_SERVICE_HOST/PORT): {0}"
     )]
     InCluster(#[source] kube::config::InClusterError),
+    /// Neither in a pod nor given a kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+    #[error(
+        "no Kubernetes API configuration: not in a pod ({in_cluster}), and no usable \
+         kubeconfig ({kubeconfig}); run in the cluster or set KUBECONFIG"
+    )]
+    NoConfig {
+        /// Why the in-cluster configuration is unavailable.
+        in_cluster: kube::config::InClusterError,
+        /// Why the kubeconfig is unavailable.
+        kubeconfig: kube::config::InferConfigError,
+    },
     /// `k8sServiceHost`/`k8sServicePort` do not make a URL.
     #[error("API server address {address:?} (k8sServiceHost/k8sServicePort) is invalid: {source}")]
     BadAddress {
