@@ -67,7 +67,16 @@ fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let cfg = AgentConfig::load_layered(&args.config)?;
+    let mut cfg = AgentConfig::load_layered(&args.config)?;
+    if cfg.devices.is_empty() {
+        // `devices: []`: the uplinks are the interfaces with a default route, as in Cilium.
+        cfg.devices = lumen_dataplane::devices::detect();
+        if cfg.devices.is_empty() {
+            tracing::warn!("devices is empty and no interface has a default route: traffic to and from the network is not observed; set `devices`");
+        } else {
+            tracing::info!(devices = ?cfg.devices, "uplinks detected (interfaces with a default route)");
+        }
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         tracing::warn!(
