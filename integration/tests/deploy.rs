@@ -268,7 +268,7 @@ fn agent_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
     }
     m.insert(
         ("cilium.io".into(), "ciliumnodes".into()),
-        ["get", "list", "watch", "patch", "update"]
+        ["get", "list", "watch", "create", "patch", "update"]
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -290,7 +290,13 @@ fn operator_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
         ),
         (
             ("cilium.io".into(), "ciliumnodes".into()),
-            set(&["get", "list", "watch", "create", "update", "patch"]),
+            set(&[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ]),
+        ),
+        (
+            ("events.k8s.io".into(), "events".into()),
+            set(&["create", "patch"]),
         ),
         (
             ("cilium.io".into(), "ciliumloadbalancerippools".into()),
@@ -970,6 +976,21 @@ fn rendered_configs_parse_with_the_components_parsers() {
             .unwrap()
             .iter()
             .any(|m| m["mountPath"] == relay_args[1].as_str() && m["subPath"] == "config.yaml"));
+
+        // Operator: its config parses with the operator's parser and allocates as the
+        // values say.
+        let text = install.config("lumen-operator-config", "config.yaml");
+        let op = lumen_dataplane::operator::OperatorConfig::parse("lumen-operator-config", &text)
+            .unwrap_or_else(|e| panic!("{file}: the operator refuses its config: {e}\n{text}"));
+        assert_eq!(
+            op.ipam.mode(),
+            cfg.ipam.mode(),
+            "{file}: operator and agent agree"
+        );
+        assert_eq!(
+            op.ipam.operator.cluster_pool_ipv4_pod_cidr_list,
+            cfg.ipam.operator.cluster_pool_ipv4_pod_cidr_list
+        );
 
         // UI: dials the relay's Service, listens where its Service points.
         let text = install.config("hubble-ui-config", "config.yaml");
