@@ -191,6 +191,7 @@ async fn run(args: Args) -> Result<()> {
                 &cfg.l2announcements,
                 &cfg.node_name,
                 &cfg.manifests_dir,
+                kube_client.clone(),
                 &uplinks,
                 map,
                 state_rx.clone(),

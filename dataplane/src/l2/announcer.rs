@@ -6,7 +6,8 @@
 //! for the rest. On taking a lease it sends gratuitous ARPs so neighbours switch at once.
 //! On shutdown it removes its entries and releases its leases, so failover is immediate.
 //!
-//! Lease operations are short file operations under `flock`; they run on the task.
+//! Lease operations are short file operations under `flock`, or API requests bounded by
+//! `leaseDuration` (the worker thread is handed over while they wait); they run on the task.
 
 use super::{
     garp,

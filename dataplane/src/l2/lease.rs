@@ -1,14 +1,18 @@
-//! Leases in the state source: `coordination.k8s.io/v1 Lease` objects as YAML files in
-//! `<manifestsDir>/leases/` (the manifest scanner reads only top-level files, so they are
-//! not taken for manifests). Every agent sharing the directory elects through them.
+//! Leases in the state source: `coordination.k8s.io/v1 Lease` objects, either as YAML
+//! files in `<manifestsDir>/leases/` (the manifest scanner reads only top-level files, so
+//! they are not taken for manifests; every agent sharing the directory elects through
+//! them), or, with `stateSource: kubernetes`, in the API server ([`super::lease_api`]).
 //!
-//! Acquire, renew and release are a compare-and-swap: read, check and write happen under
-//! an exclusive `flock` on `leases/.lock`, and the file is replaced by rename, so readers
-//! never see half a lease. As in Kubernetes, a lease is expired once its wall-clock
+//! Acquire, renew and release are a compare-and-swap. For files, read, check and write
+//! happen under an exclusive `flock` on `leases/.lock`, and the file is replaced by
+//! rename, so readers never see half a lease; in the API server, every write carries the
+//! `resourceVersion` read. Both decide alike ([`decide`]). As in Kubernetes, a lease is
+//! expired once its wall-clock
 //! `renewTime` (microsecond precision) plus `leaseDurationSeconds` has passed; the
 //! duration is whole seconds there, so a sub-second configured duration is rounded up in
 //! the lease (the holder itself stops answering at its own, shorter, duration).
 
+use super::lease_api::ApiLeases;
 use crate::state::lock::{write_atomic, FileLock};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -42,6 +46,31 @@ pub enum LeaseError {
     /// A lease name that cannot be a file name.
     #[error("lease name {0:?} is not a valid object name")]
     BadName(String),
+    /// The API server refused or failed a request for a Lease.
+    #[error("lease {name} in the API server: {source}")]
+    Api {
+        /// The Lease.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// The API server did not answer in time.
+    #[error("lease {name} in the API server: no answer within {after:?}")]
+    Timeout {
+        /// The Lease.
+        name: String,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// A release lost the compare-and-swap twice in a row.
+    #[error("lease {name} in the API server kept changing while being released")]
+    Conflict {
+        /// The Lease.
+        name: String,
+    },
+    /// API-backed leases are used outside a multi-thread Tokio runtime.
+    #[error("API-backed leases need a multi-thread Tokio runtime")]
+    Runtime,
 }
 
 /// Where the store gets the time; tests drive it by hand.
@@ -102,18 +131,66 @@ pub enum Outcome {
     HeldByOther(Lease),
 }
 
-/// The lease directory.
+/// Where the leases live: files, or Lease objects in the API server.
 #[derive(Clone)]
 pub struct LeaseStore {
-    dir: PathBuf,
+    backend: Backend,
     clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Files(PathBuf),
+    // Boxed: the API client is much larger than a path.
+    Api(Box<ApiLeases>),
 }
 
 impl std::fmt::Debug for LeaseStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseStore")
-            .field("dir", &self.dir)
-            .finish()
+        match &self.backend {
+            Backend::Files(dir) => f.debug_struct("LeaseStore").field("dir", dir).finish(),
+            Backend::Api(_) => f
+                .debug_struct("LeaseStore")
+                .field("namespace", &LEASE_NAMESPACE)
+                .finish(),
+        }
+    }
+}
+
+/// The election rule both backends apply to the lease as read (`current`) at `now`:
+/// renew our own unexpired lease, leave someone else's unexpired lease alone, and take a
+/// missing, released or expired one. Acquired and Renewed carry the lease to write.
+pub(super) fn decide(
+    current: Option<Lease>,
+    name: &str,
+    identity: &str,
+    duration: Duration,
+    now: SystemTime,
+) -> Outcome {
+    let duration = Duration::from_secs(whole_seconds(duration).into());
+    match current {
+        Some(mut l) if l.holder.as_deref() == Some(identity) && l.held_at(now) => {
+            l.renew_time = Some(now);
+            l.duration = duration;
+            Outcome::Renewed(l)
+        }
+        Some(l) if l.held_at(now) => Outcome::HeldByOther(l),
+        previous => {
+            // A holder whose own lease expired starts over: it is a transition too,
+            // since someone else may have answered in between.
+            let transitions = match &previous {
+                None => 0,
+                Some(l) => l.transitions + 1,
+            };
+            Outcome::Acquired(Lease {
+                name: name.into(),
+                holder: Some(identity.into()),
+                duration,
+                acquire_time: Some(now),
+                renew_time: Some(now),
+                transitions,
+            })
+        }
     }
 }
 
@@ -160,7 +237,8 @@ fn parse_time(s: &str) -> Result<SystemTime, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
 }
 
-fn whole_seconds(d: Duration) -> u32 {
+/// `leaseDurationSeconds` for `d`: whole seconds, rounded up, at least one.
+pub(super) fn whole_seconds(d: Duration) -> u32 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.clamp(1, u64::from(u32::MAX)) as u32
 }
@@ -182,28 +260,43 @@ impl LeaseStore {
             path: dir.clone(),
             source,
         })?;
-        Ok(LeaseStore { dir, clock })
+        Ok(LeaseStore {
+            backend: Backend::Files(dir),
+            clock,
+        })
     }
 
-    /// The directory holding the lease files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Leases as `coordination.k8s.io/v1` Lease objects in [`LEASE_NAMESPACE`] of the API
+    /// server `client` talks to. Its methods must run inside a multi-thread Tokio runtime.
+    pub fn api(client: kube::Client, clock: Arc<dyn Clock>) -> Self {
+        LeaseStore {
+            backend: Backend::Api(Box::new(ApiLeases::new(client))),
+            clock,
+        }
     }
 
-    fn path(&self, name: &str) -> Result<PathBuf, LeaseError> {
+    /// The directory holding the lease files; `None` for leases in the API server.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Files(dir) => Some(dir),
+            Backend::Api(_) => None,
+        }
+    }
+
+    fn path(dir: &Path, name: &str) -> Result<PathBuf, LeaseError> {
         if !valid_name(name) {
             return Err(LeaseError::BadName(name.into()));
         }
-        Ok(self.dir.join(format!("{name}.yaml")))
+        Ok(dir.join(format!("{name}.yaml")))
     }
 
-    fn lock(&self) -> Result<FileLock, LeaseError> {
-        let path = self.dir.join(".lock");
+    fn lock(dir: &Path) -> Result<FileLock, LeaseError> {
+        let path = dir.join(".lock");
         FileLock::exclusive(&path).map_err(|source| LeaseError::Io { path, source })
     }
 
-    fn read(&self, name: &str) -> Result<Option<Lease>, LeaseError> {
-        let path = self.path(name)?;
+    fn read(dir: &Path, name: &str) -> Result<Option<Lease>, LeaseError> {
+        let path = Self::path(dir, name)?;
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -233,8 +326,8 @@ impl LeaseStore {
         }))
     }
 
-    fn write(&self, lease: &Lease) -> Result<(), LeaseError> {
-        let path = self.path(&lease.name)?;
+    fn write(dir: &Path, lease: &Lease) -> Result<(), LeaseError> {
+        let path = Self::path(dir, &lease.name)?;
         let obj = LeaseObject {
             api_version: "coordination.k8s.io/v1".into(),
             kind: "Lease".into(),
@@ -257,64 +350,87 @@ impl LeaseStore {
 
     /// Reads lease `name`, if it exists.
     pub fn get(&self, name: &str) -> Result<Option<Lease>, LeaseError> {
-        let _lock = self.lock()?;
-        self.read(name)
+        match &self.backend {
+            Backend::Files(dir) => {
+                let _lock = Self::lock(dir)?;
+                Self::read(dir, name)
+            }
+            Backend::Api(api) => timed(name, API_TIMEOUT, api.get(name)),
+        }
     }
 
     /// Takes lease `name` for `identity` if it is free, released or expired, or renews
-    /// it if `identity` holds it; otherwise reports the holder. Atomic across processes.
+    /// it if `identity` holds it; otherwise reports the holder. Atomic across processes
+    /// (files) or across API clients (the API server). An API request taking longer than
+    /// `duration` is an error: the lease would be worthless by then.
     pub fn acquire_or_renew(
         &self,
         name: &str,
         identity: &str,
         duration: Duration,
     ) -> Result<Outcome, LeaseError> {
-        let _lock = self.lock()?;
-        let now = self.clock.now();
-        let current = self.read(name)?;
-        let duration = Duration::from_secs(whole_seconds(duration).into());
-        match current {
-            Some(mut l) if l.holder.as_deref() == Some(identity) && l.held_at(now) => {
-                l.renew_time = Some(now);
-                l.duration = duration;
-                self.write(&l)?;
-                Ok(Outcome::Renewed(l))
+        match &self.backend {
+            Backend::Files(dir) => {
+                let _lock = Self::lock(dir)?;
+                let current = Self::read(dir, name)?;
+                let outcome = decide(current, name, identity, duration, self.clock.now());
+                if let Outcome::Acquired(l) | Outcome::Renewed(l) = &outcome {
+                    Self::write(dir, l)?;
+                }
+                Ok(outcome)
             }
-            Some(l) if l.held_at(now) => Ok(Outcome::HeldByOther(l)),
-            previous => {
-                // A holder whose own lease expired starts over: it is a transition too,
-                // since someone else may have answered in between.
-                let transitions = match &previous {
-                    None => 0,
-                    Some(l) => l.transitions + 1,
-                };
-                let l = Lease {
-                    name: name.into(),
-                    holder: Some(identity.into()),
-                    duration,
-                    acquire_time: Some(now),
-                    renew_time: Some(now),
-                    transitions,
-                };
-                self.write(&l)?;
-                Ok(Outcome::Acquired(l))
-            }
+            Backend::Api(api) => timed(
+                name,
+                duration.max(Duration::from_secs(1)),
+                api.acquire_or_renew(name, identity, duration, self.clock.as_ref()),
+            ),
         }
     }
 
     /// Gives lease `name` up if `identity` holds it (the holder is cleared, so the next
     /// candidate takes it at once). Returns whether it did.
     pub fn release(&self, name: &str, identity: &str) -> Result<bool, LeaseError> {
-        let _lock = self.lock()?;
-        match self.read(name)? {
-            Some(mut l) if l.holder.as_deref() == Some(identity) => {
-                l.holder = None;
-                self.write(&l)?;
-                Ok(true)
+        match &self.backend {
+            Backend::Files(dir) => {
+                let _lock = Self::lock(dir)?;
+                match Self::read(dir, name)? {
+                    Some(mut l) if l.holder.as_deref() == Some(identity) => {
+                        l.holder = None;
+                        Self::write(dir, &l)?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
             }
-            _ => Ok(false),
+            Backend::Api(api) => timed(name, API_TIMEOUT, api.release(name, identity)),
         }
     }
+}
+
+/// How long a read or a release may wait for the API server.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the API request `f` to completion within `after`, from the sync store methods:
+/// the worker thread is handed over for the wait ([`tokio::task::block_in_place`]), so
+/// the runtime goes on.
+fn timed<T>(
+    name: &str,
+    after: Duration,
+    f: impl std::future::Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| LeaseError::Runtime)?;
+    // block_in_place panics on a current-thread runtime.
+    if matches!(
+        handle.runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::CurrentThread
+    ) {
+        return Err(LeaseError::Runtime);
+    }
+    tokio::task::block_in_place(|| handle.block_on(async { tokio::time::timeout(after, f).await }))
+        .map_err(|_| LeaseError::Timeout {
+            name: name.into(),
+            after,
+        })?
 }
 
 #[cfg(test)]
@@ -455,7 +571,7 @@ mod tests {
     fn concurrent_candidates_never_both_acquire() {
         // Many threads with their own stores race for one lease at every step of time.
         let (_dir, clock, a, _b) = two_stores();
-        let dir = a.dir().parent().unwrap().to_path_buf();
+        let dir = a.dir().unwrap().parent().unwrap().to_path_buf();
         for round in 0..20 {
             let winners: Vec<String> = std::thread::scope(|s| {
                 let handles: Vec<_> = (0..6)

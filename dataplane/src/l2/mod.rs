@@ -7,12 +7,14 @@
 //!
 //! - [`policy`]: the policy kind and this node's candidate addresses;
 //! - [`lease`]: the Lease store and its compare-and-swap election;
+//! - [`lease_api`]: its backend in the API server (`stateSource: kubernetes`);
 //! - [`garp`]: gratuitous ARP frames on an `AF_PACKET` socket;
 //! - [`announcer`]: the task tying them to the map.
 
 pub mod announcer;
 pub mod garp;
 pub mod lease;
+pub mod lease_api;
 pub mod policy;
 
 use crate::{config::L2AnnouncementsConfig, datapath::l2::L2ResponderMap, state::ClusterState};
@@ -61,11 +63,14 @@ pub enum L2Error {
 }
 
 /// Starts the announcer for node `node_name` on `uplinks` ((ifindex, name) as the agent
-/// found them), electing through leases under `manifests_dir`.
+/// found them), electing through Lease objects in the API server when `kube_client` is
+/// given (`stateSource: kubernetes`), else through lease files under `manifests_dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     cfg: &L2AnnouncementsConfig,
     node_name: &str,
     manifests_dir: &Path,
+    kube_client: Option<kube::Client>,
     uplinks: &[(u32, String)],
     map: L2ResponderMap,
     state: watch::Receiver<Arc<ClusterState>>,
@@ -81,9 +86,20 @@ pub fn start(
             })
         })
         .collect::<Result<Vec<_>, L2Error>>()?;
-    let store = lease::LeaseStore::open(manifests_dir, Arc::new(lease::SystemClock))?;
+    let clock = Arc::new(lease::SystemClock);
+    let (store, backend) = match kube_client {
+        Some(client) => (
+            lease::LeaseStore::api(client, clock),
+            format!("Lease objects in namespace {}", lease::LEASE_NAMESPACE),
+        ),
+        None => {
+            let store = lease::LeaseStore::open(manifests_dir, clock)?;
+            let dir = store.dir().map(|d| d.display().to_string());
+            (store, format!("lease files in {}", dir.unwrap_or_default()))
+        }
+    };
     tracing::info!(
-        leases = %store.dir().display(),
+        leases = %backend,
         uplinks = ?uplinks.iter().map(|u| &u.name).collect::<Vec<_>>(),
         duration = ?cfg.lease_duration,
         retry = ?cfg.lease_retry_period,
