@@ -7,6 +7,7 @@ pub mod agent;
 pub mod config;
 pub mod datapath;
 pub mod decode;
+pub mod dns;
 pub mod encryption;
 pub mod endpoints;
 pub mod events;

@@ -1,0 +1,353 @@
+//! The transparent DNS proxy: a UDP listener on the pods' gateway address that the
+//! datapath redirects redirected endpoints' queries to.
+//!
+//! For each query: find the server the pod addressed (`DNS_NAT`) and the endpoint's DNS
+//! policy; a name the policy forbids gets `dnsProxy.dnsRejectResponseCode` (REFUSED) and a
+//! policy-denied drop flow; otherwise the query goes to the server as it came, and the
+//! response is parsed: a response that does not parse, answers another query, or does not
+//! come in `upstreamTimeout` becomes SERVFAIL for the pod. New (name, address) pairs are
+//! recorded and the policy maps regenerated **before** the answer is passed on, unchanged.
+//!
+//! Every query is handled in its own task; nothing a server or pod sends can stop the
+//! listener (errors are logged and counted, never propagated).
+
+use super::message::{error_reply, parse_query, parse_response, Question};
+use crate::{agent::Agent, config::dns::RejectCode, pipeline::Pipeline};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
+use hickory_proto::op::ResponseCode;
+use lumen_abi::{dns_maps, DnsProxyConfig, L4Addr, LbTupleKey};
+use parking_lot::Mutex;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::net::UdpSocket;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listener could not be bound.
+    #[error("DNS proxy: bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A pinned map could not be opened or written.
+    #[error("DNS proxy: map {name}: {source}")]
+    Map {
+        /// The map.
+        name: &'static str,
+        /// Why.
+        source: aya::maps::MapError,
+    },
+}
+
+/// Counters, for the log and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Queries received.
+    pub queries: AtomicU64,
+    /// Queries refused by policy.
+    pub refused: AtomicU64,
+    /// SERVFAIL answers the proxy wrote (server unusable).
+    pub servfail: AtomicU64,
+    /// Regenerations an answer caused.
+    pub regenerations: AtomicU64,
+}
+
+struct Proxy {
+    agent: Arc<Agent>,
+    sock: UdpSocket,
+    local: SocketAddrV4,
+    nat: Mutex<BpfHashMap<MapData, LbTupleKey, L4Addr>>,
+    pipeline: Mutex<Pipeline>,
+    stats: Arc<Stats>,
+}
+
+fn v4(a: Ipv4Addr) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    o[..4].copy_from_slice(&a.octets());
+    o
+}
+
+fn open(dir: &Path, name: &'static str) -> Result<MapData, ProxyError> {
+    MapData::from_pin(dir.join(name)).map_err(|source| ProxyError::Map { name, source })
+}
+
+/// Runs the proxy until the process ends: waits for IPAM (the gateway address), binds,
+/// tells the datapath where it listens, and serves. Also ages the FQDN cache out.
+pub async fn run(agent: Arc<Agent>, stats: Arc<Stats>) -> Result<(), ProxyError> {
+    let gateway = loop {
+        match agent.gateway().await {
+            Ok(IpAddr::V4(g)) => break g,
+            Ok(IpAddr::V6(_)) => {
+                tracing::warn!("DNS proxy: IPv6 pod gateway; the proxy is IPv4 only");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS proxy waits for IPAM");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let want = SocketAddr::from((gateway, agent.cfg.dns_proxy.proxy_port));
+    let sock = UdpSocket::bind(want)
+        .await
+        .map_err(|source| ProxyError::Bind { addr: want, source })?;
+    let local = match sock.local_addr() {
+        Ok(SocketAddr::V4(a)) => a,
+        _ => SocketAddrV4::new(gateway, agent.cfg.dns_proxy.proxy_port),
+    };
+    let maps = agent.cfg.pin_dir().join("maps");
+    let nat = BpfHashMap::try_from(Map::LruHashMap(open(&maps, dns_maps::DNS_NAT)?)).map_err(
+        |source| ProxyError::Map {
+            name: dns_maps::DNS_NAT,
+            source,
+        },
+    )?;
+    let mut cfg_map: Array<MapData, DnsProxyConfig> =
+        Array::try_from(Map::Array(open(&maps, dns_maps::DNS_PROXY)?)).map_err(|source| {
+            ProxyError::Map {
+                name: dns_maps::DNS_PROXY,
+                source,
+            }
+        })?;
+    cfg_map
+        .set(
+            0,
+            DnsProxyConfig {
+                addr: gateway.octets(),
+                port: local.port(),
+                _pad: [0; 2],
+            },
+            0,
+        )
+        .map_err(|source| ProxyError::Map {
+            name: dns_maps::DNS_PROXY,
+            source,
+        })?;
+    tracing::info!(listen = %local, "DNS proxy serving redirected endpoints");
+    let proxy = Arc::new(Proxy {
+        pipeline: Mutex::new(Pipeline::new(
+            &agent.node_name,
+            crate::pipeline::Clock::now(),
+        )),
+        agent,
+        sock,
+        local,
+        nat: Mutex::new(nat),
+        stats,
+    });
+    tokio::spawn(expire(proxy.agent.clone()));
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, peer) = match proxy.sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS proxy: receive failed");
+                continue;
+            }
+        };
+        let query = buf[..n].to_vec();
+        let p = proxy.clone();
+        tokio::spawn(async move { p.handle(query, peer).await });
+    }
+}
+
+/// Ages the FQDN cache out every second; regenerates when addresses went.
+async fn expire(agent: Arc<Agent>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if agent.dns.expire() {
+            let a = agent.clone();
+            let _ = tokio::task::spawn_blocking(move || a.regenerate()).await;
+        }
+    }
+}
+
+impl Proxy {
+    async fn handle(&self, query: Vec<u8>, peer: SocketAddr) {
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let SocketAddr::V4(peer4) = peer else {
+            return;
+        };
+        let key = LbTupleKey {
+            client_ip: v4(*peer4.ip()),
+            server_ip: v4(*self.local.ip()),
+            client_port: peer4.port(),
+            server_port: self.local.port(),
+            proto: lumen_abi::proto::UDP,
+            _pad: [0; 3],
+        };
+        let server = self.nat.lock().get(&key, 0).ok().map(|o| {
+            SocketAddr::from((
+                Ipv4Addr::new(o.addr[0], o.addr[1], o.addr[2], o.addr[3]),
+                o.port,
+            ))
+        });
+        let Some(server) = server else {
+            // Not a redirected query (someone addressed the proxy itself).
+            self.reply_error(&query, ResponseCode::Refused, peer).await;
+            return;
+        };
+        let question = match parse_query(&query) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "DNS proxy: malformed query");
+                self.reply_error(&query, ResponseCode::FormErr, peer).await;
+                return;
+            }
+        };
+        let ep = self.agent.dns.endpoint(&peer.ip());
+        if let Some(ep) = &ep {
+            if !ep.policy.allows(&question.name) {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, query = %question.name, endpoint = ep.id, "DNS query refused by policy");
+                self.report_denied(ep, peer4, server);
+                let code = match self.agent.cfg.dns_proxy.dns_reject_response_code {
+                    RejectCode::Refused => ResponseCode::Refused,
+                    RejectCode::NameError => ResponseCode::NXDomain,
+                };
+                self.reply_error(&query, code, peer).await;
+                return;
+            }
+        }
+        match self.forward(&query, server, &question).await {
+            Some((response, answer)) => {
+                if let Some(ep) = &ep {
+                    if answer.rcode == 0
+                        && !answer.ips.is_empty()
+                        && self.agent.dns.record(ep.id, &answer.names, &answer.ips)
+                    {
+                        // Before the pod sees the answer: its first connection must pass.
+                        self.stats.regenerations.fetch_add(1, Ordering::Relaxed);
+                        let a = self.agent.clone();
+                        let _ = tokio::task::spawn_blocking(move || a.regenerate()).await;
+                    }
+                }
+                if let Err(e) = self.sock.send_to(&response, peer).await {
+                    tracing::debug!(%peer, error = %e, "DNS proxy: answering the pod failed");
+                }
+            }
+            None => {
+                self.stats.servfail.fetch_add(1, Ordering::Relaxed);
+                self.reply_error(&query, ResponseCode::ServFail, peer).await;
+            }
+        }
+    }
+
+    /// Sends the query to the server; the raw response and what it says, or `None` when
+    /// the server is unusable (no answer in time, malformed, another query's).
+    async fn forward(
+        &self,
+        query: &[u8],
+        server: SocketAddr,
+        question: &Question,
+    ) -> Option<(Vec<u8>, super::message::Answer)> {
+        let up = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+            .await
+            .ok()?;
+        up.connect(server).await.ok()?;
+        up.send(query).await.ok()?;
+        let mut buf = vec![0u8; 65_535];
+        let deadline = tokio::time::Instant::now() + self.agent.cfg.dns_proxy.upstream_timeout;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, up.recv(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    tracing::debug!(%server, error = %e, "DNS proxy: server unreachable");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::info!(%server, query = %question.name, "DNS proxy: server timed out");
+                    return None;
+                }
+            };
+            match parse_response(&buf[..n], question) {
+                Ok(a) => return Some((buf[..n].to_vec(), a)),
+                Err(super::message::MessageError::WrongId { .. }) => continue,
+                Err(e) => {
+                    tracing::info!(%server, query = %question.name, error = %e, "DNS proxy: unusable response; SERVFAIL");
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn reply_error(&self, query: &[u8], code: ResponseCode, peer: SocketAddr) {
+        if let Some(r) = error_reply(query, code) {
+            let _ = self.sock.send_to(&r, peer).await;
+        }
+    }
+
+    /// A refused query as a policy-denied drop flow of the pod's egress (UDP to the server's
+    /// port 53), attributed like a default-deny drop.
+    fn report_denied(&self, ep: &super::EndpointDns, pod: SocketAddrV4, server: SocketAddr) {
+        use lumen_abi::*;
+        let SocketAddr::V4(server) = server else {
+            return;
+        };
+        let mut pkt = PacketInfo::zeroed();
+        pkt.ethertype = 0x0800;
+        pkt.ip_version = ipver::V4;
+        pkt.l4_proto = proto::UDP;
+        pkt.src_ip = v4(*pod.ip());
+        pkt.dst_ip = v4(*server.ip());
+        pkt.src_port = pod.port();
+        pkt.dst_port = server.port();
+        pkt.l4_flags = l4_flags::PORTS;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer; the clock always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let rec = DropRecord {
+            hdr: RecordHeader {
+                kind: kind::DROP,
+                version: DROP_VERSION,
+                obs_point: obs::FROM_ENDPOINT,
+                flags: hdr_flags::REPLY_KNOWN,
+                ifindex: ep.ifindex,
+                len: core::mem::size_of::<DropRecord>() as u16,
+                _pad0: 0,
+                pkt_len: 0,
+                ktime_ns: (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64,
+            },
+            pkt,
+            policy: PolicyInfo {
+                endpoint_id: ep.id,
+                local_identity: ep.identity,
+                remote_identity: 0,
+                rule_ref: RULE_REF_NONE,
+                direction: direction::EGRESS,
+                match_type: 0,
+                verdict: verdict::DENIED,
+                _pad: [0; 5],
+            },
+            drop_reason: drop_reason::POLICY_DENIED,
+            _pad: [0; 6],
+        };
+        // SAFETY: DropRecord is repr(C) plain old data; the slice covers exactly it.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &rec as *const DropRecord as *const u8,
+                core::mem::size_of::<DropRecord>(),
+            )
+        };
+        let cache = self.agent.ipcache();
+        let ev = self.pipeline.lock().ingest(bytes, &cache);
+        match ev {
+            Ok(ev) => self.agent.ring.push(Arc::new(ev)),
+            Err(e) => tracing::warn!(error = %e, "DNS proxy: denied flow not recorded"),
+        }
+    }
+}
