@@ -1,0 +1,418 @@
+//! DNS-aware policy in the lab: a real authoritative DNS server (a small responder run in
+//! the underlay, on a "world" address) answers the client pod's queries through the agent's
+//! transparent DNS proxy; `toFQDNs` lets the pod reach exactly the addresses its names
+//! resolved to, follows the server's changes without a policy change, DNS rules refuse
+//! names, and broken answers become SERVFAIL without hurting the proxy.
+
+mod common;
+
+use common::{privileged, wait_until, OneNode};
+use lumen_api::flow::{EventTypeFilter, FlowFilter, Verdict};
+use lumen_integration::{policy, traffic_bin, AgentOptions, Lab, Pod, Spawned};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The DNS server, and the addresses its names resolve to (TCP 8080 served on each).
+const DNS_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+const WEB_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const WEB_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+const WEB_C: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
+const PORT: u16 = 8080;
+const DROP: i32 = 1;
+const POLICY_DENIED: i32 = 133;
+
+/// An authoritative responder for a zone kept in a JSON file (`{"name": ["ip", ...],
+/// "_ttl": seconds}`, re-read on every query). Names starting with `garbage.` get a
+/// response whose counts promise records that are not there; `trunc-x.…` the first 20
+/// bytes of the answer for `x.…`; `loop.` an answer whose name is a compression pointer to
+/// itself.
+const DNS_SERVER_PY: &str = r#"
+import json, socket, struct, sys
+zone_path, addr = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, 53))
+print("listening", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    if len(data) < 12:
+        continue
+    i, labels = 12, []
+    while i < len(data) and data[i] != 0:
+        labels.append(data[i + 1:i + 1 + data[i]].decode().lower())
+        i += 1 + data[i]
+    question = data[12:i + 5]
+    name = ".".join(labels)
+    zone = json.load(open(zone_path))
+    qid = data[:2]
+    if name.startswith("garbage."):
+        s.sendto(qid + b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00" + question + b"\xc0\x0c\x00\x01", peer)
+        continue
+    if name.startswith("loop."):
+        body = question + b"\xc0\x2a\x00\x01\x00\x01\x00\x00\x00\x01\x00\x04\x01\x02\x03\x04"
+        s.sendto(qid + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + body, peer)
+        continue
+    ttl = zone.get("_ttl", 1)
+    ips = zone.get(name[6:] if name.startswith("trunc-") else name, [])
+    rcode = 0 if ips or name in zone else 3
+    hdr = qid + struct.pack(">HHHHH", 0x8180 | rcode, 1, len(ips), 0, 0)
+    answers = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, ttl, 4) + socket.inet_aton(ip) for ip in ips)
+    msg = hdr + question + answers
+    if name.startswith("trunc-"):
+        msg = msg[:20]
+    s.sendto(msg, peer)
+"#;
+
+/// Asks `server` for the A records of a name; prints `{"rcode", "ips", "from"}` or
+/// `{"timeout": true}`.
+const DNS_CLIENT_PY: &str = r#"
+import json, random, socket, struct, sys
+server, name = sys.argv[1], sys.argv[2]
+qid = random.randint(0, 65535)
+q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(4)
+s.sendto(q, (server, 53))
+try:
+    data, peer = s.recvfrom(4096)
+except socket.timeout:
+    print(json.dumps({"timeout": True}))
+    sys.exit(0)
+rcode, an = data[3] & 15, struct.unpack(">H", data[6:8])[0]
+i = 12
+while data[i] != 0:
+    i += data[i] + 1
+i += 5
+ips = []
+for _ in range(an):
+    if data[i] & 0xC0 == 0xC0:
+        i += 2
+    else:
+        while data[i] != 0:
+            i += data[i] + 1
+        i += 1
+    t, c, ttl, rdl = struct.unpack(">HHIH", data[i:i + 10])
+    i += 10
+    if t == 1:
+        ips.append(socket.inet_ntoa(data[i:i + 4]))
+    i += rdl
+print(json.dumps({"rcode": rcode, "ips": ips, "from": peer[0], "id": struct.unpack(">H", data[:2])[0] == qid}))
+"#;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Opens a connection, exchanges 100 bytes, waits, exchanges 100 more on the same one.
+const HELD_CONNECTION_PY: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+def exchange(b):
+    s.sendall(b * 100)
+    got = b""
+    while len(got) < 100:
+        chunk = s.recv(100 - len(got))
+        if not chunk:
+            raise SystemExit("closed")
+        got += chunk
+exchange(b"a")
+print("connected", flush=True)
+time.sleep(float(sys.argv[3]))
+exchange(b"b")
+print("ok", flush=True)
+"#;
+
+/// The lab's world: the DNS server and the web addresses, all in the underlay.
+struct World {
+    zone: PathBuf,
+    _dns: Spawned,
+    _web: Spawned,
+}
+
+impl World {
+    fn start(lab: &Lab) -> World {
+        lab.add_world(&[DNS_SERVER, WEB_A, WEB_B, WEB_C])
+            .expect("world");
+        let zone = lab.dir().join("zone.json");
+        let script = lab.dir().join("dns-server.py");
+        std::fs::write(&script, DNS_SERVER_PY).unwrap();
+        let w = World {
+            zone: zone.clone(),
+            _dns: {
+                set_zone(&zone, 1, &[]);
+                let mut s = lab
+                    .spawn_in_underlay(
+                        PYTHON,
+                        [
+                            script.to_str().unwrap(),
+                            zone.to_str().unwrap(),
+                            &DNS_SERVER.to_string(),
+                        ],
+                    )
+                    .expect("dns server");
+                s.wait_for_output("listening", Duration::from_secs(5))
+                    .expect("dns server listening");
+                s
+            },
+            _web: {
+                let mut s = lab
+                    .spawn_in_underlay(traffic_bin().unwrap(), ["serve", "--tcp", "8080"])
+                    .expect("web server");
+                s.wait_for_output("listening", Duration::from_secs(5))
+                    .expect("web listening");
+                s
+            },
+        };
+        w
+    }
+
+    fn set(&self, ttl: u32, records: &[(&str, &[Ipv4Addr])]) {
+        set_zone(&self.zone, ttl, records);
+    }
+}
+
+fn set_zone(path: &Path, ttl: u32, records: &[(&str, &[Ipv4Addr])]) {
+    let mut map: serde_json::Map<String, Value> = records
+        .iter()
+        .map(|(n, ips)| {
+            (
+                n.to_string(),
+                Value::from(ips.iter().map(|i| i.to_string()).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    map.insert("_ttl".into(), ttl.into());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&map).unwrap()).unwrap();
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// A query from the pod, through whatever the datapath does with it.
+fn resolve(pod: &Pod, name: &str) -> Value {
+    let out = pod
+        .exec_ok(PYTHON, ["-c", DNS_CLIENT_PY, &DNS_SERVER.to_string(), name])
+        .expect("dns client");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Asserts an answer came back from the server's address with this rcode; its addresses.
+fn answer(pod: &Pod, name: &str, rcode: u64) -> Vec<String> {
+    let a = resolve(pod, name);
+    assert_eq!(a["rcode"], rcode, "{name}: {a}");
+    assert_eq!(
+        a["from"],
+        DNS_SERVER.to_string(),
+        "answered as the server: {a}"
+    );
+    assert_eq!(a["id"], true, "{a}");
+    a["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn connects(pod: &Pod, ip: Ipv4Addr) -> bool {
+    policy::tcp_connects(pod, IpAddr::V4(ip), PORT)
+}
+
+/// DNS to the server (names under example.test only), and toFQDNs as given.
+fn fqdn_policy(to_fqdns: &str) -> String {
+    format!(
+        "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: fqdn, namespace: demo}}
+spec:
+  endpointSelector: {{matchLabels: {{app: client}}}}
+  egress:
+  - toCIDR: [{DNS_SERVER}/32]
+    toPorts:
+    - ports: [{{port: \"53\", protocol: UDP}}]
+      rules:
+        dns: [{{matchPattern: \"*.example.test\"}}, {{matchName: example.test}}]
+  - toFQDNs: [{to_fqdns}]
+    toPorts:
+    - ports: [{{port: \"{PORT}\", protocol: TCP}}]
+"
+    )
+}
+
+#[test]
+fn to_fqdns_match_name_follows_the_server_and_refuses_forbidden_names() {
+    if !privileged() {
+        return;
+    }
+    let t = OneNode::new("dns-name", AgentOptions::default());
+    let world = World::start(&t.lab);
+    world.set(30, &[("api.example.test", &[WEB_A])]);
+    assert!(connects(&t.client, WEB_A), "no policy: reachable");
+    policy::apply(
+        &t.lab,
+        "fqdn.yaml",
+        &fqdn_policy("{matchName: api.example.test}"),
+        "demo",
+        "fqdn",
+    )
+    .unwrap();
+    assert!(!connects(&t.client, WEB_A), "not resolved yet: denied");
+
+    // Resolved through the proxy: the first connection passes, other addresses do not.
+    assert_eq!(
+        answer(&t.client, "api.example.test", 0),
+        vec![WEB_A.to_string()]
+    );
+    assert!(
+        connects(&t.client, WEB_A),
+        "the answered address, first try"
+    );
+    assert!(
+        !connects(&t.client, WEB_B),
+        "an address the name did not give"
+    );
+
+    // The "CDN rotation": the server now answers another address; no policy change.
+    world.set(30, &[("api.example.test", &[WEB_B])]);
+    assert_eq!(
+        answer(&t.client, "api.example.test", 0),
+        vec![WEB_B.to_string()]
+    );
+    assert!(connects(&t.client, WEB_B), "the new address, first try");
+
+    // The cache, as `lumen fqdn cache list` shows it.
+    let cache = policy::admin(&t.node, serde_json::json!({"op": "fqdn_cache_list"})).unwrap();
+    let entries = cache["entries"].as_array().unwrap();
+    for ip in [WEB_A, WEB_B] {
+        assert!(
+            entries.iter().any(|e| e["name"] == "api.example.test"
+                && e["ip"] == ip.to_string()
+                && e["identity"].as_u64().is_some()
+                && e["expires_unix"].as_u64().unwrap()
+                    > SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                        .saturating_sub(1)),
+            "{cache:#}"
+        );
+    }
+
+    // A name the DNS rule does not allow: REFUSED, and a policy-denied flow says so.
+    let since = SystemTime::now() - Duration::from_millis(50);
+    assert!(answer(&t.client, "evil.test", 5).is_empty());
+    let drop = policy::wait_flow(
+        &t.node,
+        FlowFilter {
+            event_type: vec![EventTypeFilter {
+                r#type: DROP,
+                ..Default::default()
+            }],
+            source_pod: vec!["demo/client".into()],
+            destination_ip: vec![DNS_SERVER.to_string()],
+            ..Default::default()
+        },
+        "the refused query's drop flow",
+        |f| {
+            let t = f.time.as_ref().unwrap();
+            SystemTime::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32) >= since
+        },
+    )
+    .unwrap();
+    assert_eq!(drop.verdict, Verdict::Dropped as i32, "{drop:#?}");
+    assert_eq!(drop.drop_reason_desc, POLICY_DENIED, "{drop:#?}");
+    assert!(
+        drop.egress_denied_by.iter().any(|p| p.name == "fqdn"),
+        "names the policy: {drop:#?}"
+    );
+    assert_eq!(common::l4_ports(&drop).map(|(_, d)| d), Some(53));
+
+    // Broken answers: SERVFAIL to the pod, and the proxy keeps serving.
+    world.set(
+        30,
+        &[("api.example.test", &[WEB_B]), ("x.example.test", &[WEB_C])],
+    );
+    for name in [
+        "garbage.example.test",
+        "trunc-x.example.test",
+        "loop.example.test",
+    ] {
+        assert!(answer(&t.client, name, 2).is_empty(), "{name}");
+    }
+    assert_eq!(
+        answer(&t.client, "api.example.test", 0),
+        vec![WEB_B.to_string()]
+    );
+    // NXDOMAIN passes through untouched.
+    assert!(answer(&t.client, "nothing.example.test", 3).is_empty());
+}
+
+#[test]
+fn to_fqdns_match_pattern_allows_subdomains_not_the_apex_and_ages_out() {
+    if !privileged() {
+        return;
+    }
+    let t = OneNode::new("dns-pattern", AgentOptions::default());
+    let world = World::start(&t.lab);
+    world.set(
+        2,
+        &[("www.example.test", &[WEB_A]), ("example.test", &[WEB_C])],
+    );
+    policy::apply(
+        &t.lab,
+        "fqdn.yaml",
+        &fqdn_policy("{matchPattern: \"*.example.test\"}"),
+        "demo",
+        "fqdn",
+    )
+    .unwrap();
+    assert_eq!(
+        answer(&t.client, "www.example.test", 0),
+        vec![WEB_A.to_string()]
+    );
+    assert_eq!(
+        answer(&t.client, "example.test", 0),
+        vec![WEB_C.to_string()]
+    );
+    assert!(connects(&t.client, WEB_A), "a subdomain: allowed");
+    assert!(!connects(&t.client, WEB_C), "the apex: not selected");
+
+    // A connection opened while allowed survives the address's expiry (TTL 2 s).
+    let mut held = t
+        .client
+        .spawn(
+            PYTHON,
+            [
+                "-c",
+                HELD_CONNECTION_PY,
+                &WEB_A.to_string(),
+                &PORT.to_string(),
+                "6",
+            ],
+        )
+        .expect("long connection");
+    held.wait_for_output("connected", Duration::from_secs(5))
+        .expect("connected");
+    wait_until(
+        "the name ages out of the cache",
+        Duration::from_secs(10),
+        || {
+            let c = policy::admin(&t.node, serde_json::json!({"op": "fqdn_cache_list"})).unwrap();
+            !c["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "www.example.test")
+        },
+    );
+    assert!(
+        !connects(&t.client, WEB_A),
+        "expired: new connections denied"
+    );
+    let (status, out) = held
+        .wait(Duration::from_secs(15))
+        .expect("long connection ends");
+    assert!(
+        status.success() && out.contains("ok"),
+        "the established connection survived the expiry: {out}"
+    );
+}
