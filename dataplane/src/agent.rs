@@ -255,6 +255,7 @@ impl Agent {
         let PolicyState { refs, maps, .. } = &mut *pol;
         let mut regen = regen::regenerate(&cache, &state, &set, refs);
         self.dns.set_endpoints(std::mem::take(&mut regen.dns));
+        cache.set_fqdn(self.dns.addresses(), &regen.identities);
         let mut datapath_error = None;
         if let Some(maps) = maps.as_mut() {
             match maps.sync(&regen.maps) {

@@ -285,6 +285,8 @@ pub fn flow(ev: &FlowEvent) -> Flow {
         summary,
         source_service: ev.source_service.as_deref().cloned(),
         destination_service: ev.destination_service.as_deref().cloned(),
+        source_names: ev.source.names.clone(),
+        destination_names: ev.destination.names.clone(),
         ..Default::default()
     };
     match &ev.record {
@@ -425,6 +427,7 @@ mod tests {
                 pod_name: "frontend".into(),
                 labels: vec!["k8s:app=frontend".into()],
                 workloads: vec![],
+                names: vec![],
             }),
             destination: Arc::new(EndpointInfo::default()),
             endpoint_id: 3,

@@ -29,15 +29,12 @@ const POLICY_DENIED: i32 = 133;
 /// bytes of the answer for `x.…`; `loop.` an answer whose name is a compression pointer to
 /// itself.
 const DNS_SERVER_PY: &str = r#"
-import json, socket, struct, sys
+import json, socket, struct, sys, threading
 zone_path, addr = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((addr, 53))
-print("listening", flush=True)
-while True:
-    data, peer = s.recvfrom(4096)
+
+def respond(data):
     if len(data) < 12:
-        continue
+        return None
     i, labels = 12, []
     while i < len(data) and data[i] != 0:
         labels.append(data[i + 1:i + 1 + data[i]].decode().lower())
@@ -47,36 +44,69 @@ while True:
     zone = json.load(open(zone_path))
     qid = data[:2]
     if name.startswith("garbage."):
-        s.sendto(qid + b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00" + question + b"\xc0\x0c\x00\x01", peer)
-        continue
+        return qid + b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00" + question + b"\xc0\x0c\x00\x01"
     if name.startswith("loop."):
         body = question + b"\xc0\x2a\x00\x01\x00\x01\x00\x00\x00\x01\x00\x04\x01\x02\x03\x04"
-        s.sendto(qid + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + body, peer)
-        continue
+        return qid + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + body
     ttl = zone.get("_ttl", 1)
     ips = zone.get(name[6:] if name.startswith("trunc-") else name, [])
     rcode = 0 if ips or name in zone else 3
     hdr = qid + struct.pack(">HHHHH", 0x8180 | rcode, 1, len(ips), 0, 0)
     answers = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, ttl, 4) + socket.inet_aton(ip) for ip in ips)
     msg = hdr + question + answers
-    if name.startswith("trunc-"):
-        msg = msg[:20]
-    s.sendto(msg, peer)
+    return msg[:20] if name.startswith("trunc-") else msg
+
+def serve_tcp():
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((addr, 53))
+    t.listen(64)
+    while True:
+        c, _ = t.accept()
+        try:
+            n = struct.unpack(">H", c.recv(2))[0]
+            data = b""
+            while len(data) < n:
+                data += c.recv(n - len(data))
+            r = respond(data)
+            if r is not None:
+                c.sendall(struct.pack(">H", len(r)) + r)
+        finally:
+            c.close()
+
+threading.Thread(target=serve_tcp, daemon=True).start()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, 53))
+print("listening", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    r = respond(data)
+    if r is not None:
+        s.sendto(r, peer)
 "#;
 
-/// Asks `server` for the A records of a name; prints `{"rcode", "ips", "from"}` or
+/// Asks `server` for the A records of a name over UDP or TCP; prints `{"rcode", "ips", "from"}` or
 /// `{"timeout": true}`.
 const DNS_CLIENT_PY: &str = r#"
 import json, random, socket, struct, sys
-server, name = sys.argv[1], sys.argv[2]
+server, name, transport = sys.argv[1], sys.argv[2], sys.argv[3]
 qid = random.randint(0, 65535)
 q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
 q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(4)
-s.sendto(q, (server, 53))
 try:
-    data, peer = s.recvfrom(4096)
+    if transport == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(4)
+        s.sendto(q, (server, 53))
+        data, peer = s.recvfrom(4096)
+    else:
+        s = socket.create_connection((server, 53), timeout=4)
+        s.sendall(struct.pack(">H", len(q)) + q)
+        n = struct.unpack(">H", s.recv(2))[0]
+        data = b""
+        while len(data) < n:
+            data += s.recv(n - len(data))
+        peer = s.getpeername()
 except socket.timeout:
     print(json.dumps({"timeout": True}))
     sys.exit(0)
@@ -187,17 +217,31 @@ fn set_zone(path: &Path, ttl: u32, records: &[(&str, &[Ipv4Addr])]) {
     std::fs::rename(tmp, path).unwrap();
 }
 
-/// A query from the pod, through whatever the datapath does with it.
-fn resolve(pod: &Pod, name: &str) -> Value {
+/// A query from the pod (over `transport`, "udp" or "tcp"), through whatever the datapath
+/// does with it.
+fn resolve_over(pod: &Pod, name: &str, transport: &str) -> Value {
     let out = pod
-        .exec_ok(PYTHON, ["-c", DNS_CLIENT_PY, &DNS_SERVER.to_string(), name])
+        .exec_ok(
+            PYTHON,
+            [
+                "-c",
+                DNS_CLIENT_PY,
+                &DNS_SERVER.to_string(),
+                name,
+                transport,
+            ],
+        )
         .expect("dns client");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// Asserts an answer came back from the server's address with this rcode; its addresses.
 fn answer(pod: &Pod, name: &str, rcode: u64) -> Vec<String> {
-    let a = resolve(pod, name);
+    answer_over(pod, name, rcode, "udp")
+}
+
+fn answer_over(pod: &Pod, name: &str, rcode: u64, transport: &str) -> Vec<String> {
+    let a = resolve_over(pod, name, transport);
     assert_eq!(a["rcode"], rcode, "{name}: {a}");
     assert_eq!(
         a["from"],
@@ -228,7 +272,7 @@ spec:
   egress:
   - toCIDR: [{DNS_SERVER}/32]
     toPorts:
-    - ports: [{{port: \"53\", protocol: UDP}}]
+    - ports: [{{port: \"53\", protocol: ANY}}]
       rules:
         dns: [{{matchPattern: \"*.example.test\"}}, {{matchName: example.test}}]
   - toFQDNs: [{to_fqdns}]
@@ -278,6 +322,28 @@ fn to_fqdns_match_name_follows_the_server_and_refuses_forbidden_names() {
         vec![WEB_B.to_string()]
     );
     assert!(connects(&t.client, WEB_B), "the new address, first try");
+
+    // Later flows to the address carry the name; `--to-fqdn '*.example.test'` finds them.
+    let f = policy::wait_flow(
+        &t.node,
+        FlowFilter {
+            source_pod: vec!["demo/client".into()],
+            destination_fqdn: vec!["*.example.test".into()],
+            ..Default::default()
+        },
+        "a flow to the name",
+        |f| {
+            f.ip.as_ref()
+                .is_some_and(|ip| ip.destination == WEB_B.to_string())
+        },
+    )
+    .unwrap();
+    assert_eq!(f.destination_names, vec!["api.example.test"], "{f:#?}");
+    let dst = f.destination.as_ref().unwrap();
+    assert!(
+        dst.labels.iter().any(|l| l == "fqdn:api.example.test"),
+        "{dst:#?}"
+    );
 
     // The cache, as `lumen fqdn cache list` shows it.
     let cache = policy::admin(&t.node, serde_json::json!({"op": "fqdn_cache_list"})).unwrap();
@@ -344,6 +410,13 @@ fn to_fqdns_match_name_follows_the_server_and_refuses_forbidden_names() {
     );
     // NXDOMAIN passes through untouched.
     assert!(answer(&t.client, "nothing.example.test", 3).is_empty());
+
+    // DNS over TCP goes through the proxy too: answered, and refused alike.
+    assert_eq!(
+        answer_over(&t.client, "api.example.test", 0, "tcp"),
+        vec![WEB_B.to_string()]
+    );
+    assert!(answer_over(&t.client, "evil.test", 5, "tcp").is_empty());
 }
 
 #[test]

@@ -96,6 +96,20 @@ impl Dns {
         self.cache.lock().list()
     }
 
+    /// Every address with names: its names (any endpoint's) and its FQDN identity, if any.
+    pub fn addresses(&self) -> Vec<(IpAddr, Vec<String>, Option<u32>)> {
+        let mut by_ip: std::collections::BTreeMap<IpAddr, (Vec<String>, Option<u32>)> =
+            Default::default();
+        for e in self.cache.lock().list() {
+            let (names, id) = by_ip.entry(e.ip).or_default();
+            if !names.contains(&e.name) {
+                names.push(e.name);
+            }
+            *id = id.or(e.identity);
+        }
+        by_ip.into_iter().map(|(ip, (n, id))| (ip, n, id)).collect()
+    }
+
     /// The names an address is known by.
     pub fn names_of(&self, ip: &IpAddr) -> Vec<String> {
         self.cache.lock().names_of(ip)

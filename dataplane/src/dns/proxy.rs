@@ -8,6 +8,9 @@
 //! come in `upstreamTimeout` becomes SERVFAIL for the pod. New (name, address) pairs are
 //! recorded and the policy maps regenerated **before** the answer is passed on, unchanged.
 //!
+//! TCP queries (length-prefixed, RFC 1035 4.2.2) on the same port are handled the same
+//! way, each forwarded over its own TCP connection to the server.
+//!
 //! Every query is handled in its own task; nothing a server or pod sends can stop the
 //! listener (errors are logged and counted, never propagated).
 
@@ -26,7 +29,39 @@ use std::{
     },
     time::Duration,
 };
-use tokio::net::UdpSocket;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+};
+
+/// How a query reached the proxy (and goes on to the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Reads one length-prefixed DNS message (RFC 1035 4.2.2); `None` at a clean end.
+async fn read_framed(conn: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match conn.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    conn.read_exact(&mut msg).await?;
+    Ok(Some(msg))
+}
+
+/// Writes one length-prefixed DNS message.
+async fn write_framed(conn: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| std::io::ErrorKind::InvalidData)?;
+    let mut buf = Vec::with_capacity(msg.len() + 2);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(msg);
+    conn.write_all(&buf).await
+}
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +140,14 @@ pub async fn run(agent: Arc<Agent>, stats: Arc<Stats>) -> Result<(), ProxyError>
         Ok(SocketAddr::V4(a)) => a,
         _ => SocketAddrV4::new(gateway, agent.cfg.dns_proxy.proxy_port),
     };
+    // TCP on the same port: queries too large for UDP, and clients that prefer TCP.
+    let tcp_addr = SocketAddr::V4(local);
+    let tcp = TcpListener::bind(tcp_addr)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: tcp_addr,
+            source,
+        })?;
     let maps = agent.cfg.pin_dir().join("maps");
     let nat = BpfHashMap::try_from(Map::LruHashMap(open(&maps, dns_maps::DNS_NAT)?)).map_err(
         |source| ProxyError::Map {
@@ -146,6 +189,23 @@ pub async fn run(agent: Arc<Agent>, stats: Arc<Stats>) -> Result<(), ProxyError>
         stats,
     });
     tokio::spawn(expire(proxy.agent.clone()));
+    {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            loop {
+                match tcp.accept().await {
+                    Ok((conn, peer)) => {
+                        let p = proxy.clone();
+                        tokio::spawn(async move { p.handle_tcp(conn, peer).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "DNS proxy: TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, peer) = match proxy.sock.recv_from(&mut buf).await {
@@ -174,53 +234,93 @@ async fn expire(agent: Arc<Agent>) {
 }
 
 impl Proxy {
-    async fn handle(&self, query: Vec<u8>, peer: SocketAddr) {
-        self.stats.queries.fetch_add(1, Ordering::Relaxed);
-        let SocketAddr::V4(peer4) = peer else {
-            return;
-        };
+    /// The server a redirected pod connection addressed (`DNS_NAT`).
+    fn original_server(&self, peer: SocketAddrV4, proto: u8) -> Option<SocketAddr> {
         let key = LbTupleKey {
-            client_ip: v4(*peer4.ip()),
+            client_ip: v4(*peer.ip()),
             server_ip: v4(*self.local.ip()),
-            client_port: peer4.port(),
+            client_port: peer.port(),
             server_port: self.local.port(),
-            proto: lumen_abi::proto::UDP,
+            proto,
             _pad: [0; 3],
         };
-        let server = self.nat.lock().get(&key, 0).ok().map(|o| {
+        self.nat.lock().get(&key, 0).ok().map(|o| {
             SocketAddr::from((
                 Ipv4Addr::new(o.addr[0], o.addr[1], o.addr[2], o.addr[3]),
                 o.port,
             ))
-        });
-        let Some(server) = server else {
-            // Not a redirected query (someone addressed the proxy itself).
-            self.reply_error(&query, ResponseCode::Refused, peer).await;
+        })
+    }
+
+    /// One UDP query: answered on the listener.
+    async fn handle(&self, query: Vec<u8>, peer: SocketAddr) {
+        let SocketAddr::V4(peer4) = peer else {
             return;
         };
-        let question = match parse_query(&query) {
+        let server = self.original_server(peer4, lumen_abi::proto::UDP);
+        if let Some(reply) = self.answer(&query, peer4, server, Transport::Udp).await {
+            if let Err(e) = self.sock.send_to(&reply, peer).await {
+                tracing::debug!(%peer, error = %e, "DNS proxy: answering the pod failed");
+            }
+        }
+    }
+
+    /// One pod TCP connection: length-prefixed queries, answered in order, until it closes.
+    async fn handle_tcp(&self, mut conn: TcpStream, peer: SocketAddr) {
+        let SocketAddr::V4(peer4) = peer else {
+            return;
+        };
+        let server = self.original_server(peer4, lumen_abi::proto::TCP);
+        let idle = Duration::from_secs(10);
+        while let Ok(Ok(Some(query))) = tokio::time::timeout(idle, read_framed(&mut conn)).await {
+            let Some(reply) = self.answer(&query, peer4, server, Transport::Tcp).await else {
+                return;
+            };
+            if write_framed(&mut conn, &reply).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// What the pod gets for `query`: the server's answer (after recording its addresses)
+    /// or the proxy's own error reply; `None` when not even an error can be written.
+    async fn answer(
+        &self,
+        query: &[u8],
+        peer: SocketAddrV4,
+        server: Option<SocketAddr>,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let Some(server) = server else {
+            // Not a redirected query (someone addressed the proxy itself).
+            return error_reply(query, ResponseCode::Refused);
+        };
+        let question = match parse_query(query) {
             Ok(q) => q,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "DNS proxy: malformed query");
-                self.reply_error(&query, ResponseCode::FormErr, peer).await;
-                return;
+                return error_reply(query, ResponseCode::FormErr);
             }
         };
-        let ep = self.agent.dns.endpoint(&peer.ip());
+        let ep = self.agent.dns.endpoint(&IpAddr::V4(*peer.ip()));
         if let Some(ep) = &ep {
             if !ep.policy.allows(&question.name) {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, query = %question.name, endpoint = ep.id, "DNS query refused by policy");
-                self.report_denied(ep, peer4, server);
+                self.report_denied(ep, peer, server, transport);
                 let code = match self.agent.cfg.dns_proxy.dns_reject_response_code {
                     RejectCode::Refused => ResponseCode::Refused,
                     RejectCode::NameError => ResponseCode::NXDomain,
                 };
-                self.reply_error(&query, code, peer).await;
-                return;
+                return error_reply(query, code);
             }
         }
-        match self.forward(&query, server, &question).await {
+        let forwarded = match transport {
+            Transport::Udp => self.forward(query, server, &question).await,
+            Transport::Tcp => self.forward_tcp(query, server, &question).await,
+        };
+        match forwarded {
             Some((response, answer)) => {
                 if let Some(ep) = &ep {
                     if answer.rcode == 0
@@ -233,13 +333,11 @@ impl Proxy {
                         let _ = tokio::task::spawn_blocking(move || a.regenerate()).await;
                     }
                 }
-                if let Err(e) = self.sock.send_to(&response, peer).await {
-                    tracing::debug!(%peer, error = %e, "DNS proxy: answering the pod failed");
-                }
+                Some(response)
             }
             None => {
                 self.stats.servfail.fetch_add(1, Ordering::Relaxed);
-                self.reply_error(&query, ResponseCode::ServFail, peer).await;
+                error_reply(query, ResponseCode::ServFail)
             }
         }
     }
@@ -282,15 +380,41 @@ impl Proxy {
         }
     }
 
-    async fn reply_error(&self, query: &[u8], code: ResponseCode, peer: SocketAddr) {
-        if let Some(r) = error_reply(query, code) {
-            let _ = self.sock.send_to(&r, peer).await;
+    /// The query over TCP to the server, one connection per query.
+    async fn forward_tcp(
+        &self,
+        query: &[u8],
+        server: SocketAddr,
+        question: &Question,
+    ) -> Option<(Vec<u8>, super::message::Answer)> {
+        let limit = self.agent.cfg.dns_proxy.upstream_timeout;
+        let exchange = async {
+            let mut up = TcpStream::connect(server).await.ok()?;
+            write_framed(&mut up, query).await.ok()?;
+            read_framed(&mut up).await.ok().flatten()
+        };
+        let Ok(Some(response)) = tokio::time::timeout(limit, exchange).await else {
+            tracing::info!(%server, query = %question.name, "DNS proxy: server unusable over TCP");
+            return None;
+        };
+        match parse_response(&response, question) {
+            Ok(a) => Some((response, a)),
+            Err(e) => {
+                tracing::info!(%server, query = %question.name, error = %e, "DNS proxy: unusable response; SERVFAIL");
+                None
+            }
         }
     }
 
     /// A refused query as a policy-denied drop flow of the pod's egress (UDP to the server's
     /// port 53), attributed like a default-deny drop.
-    fn report_denied(&self, ep: &super::EndpointDns, pod: SocketAddrV4, server: SocketAddr) {
+    fn report_denied(
+        &self,
+        ep: &super::EndpointDns,
+        pod: SocketAddrV4,
+        server: SocketAddr,
+        transport: Transport,
+    ) {
         use lumen_abi::*;
         let SocketAddr::V4(server) = server else {
             return;
@@ -298,7 +422,10 @@ impl Proxy {
         let mut pkt = PacketInfo::zeroed();
         pkt.ethertype = 0x0800;
         pkt.ip_version = ipver::V4;
-        pkt.l4_proto = proto::UDP;
+        pkt.l4_proto = match transport {
+            Transport::Udp => proto::UDP,
+            Transport::Tcp => proto::TCP,
+        };
         pkt.src_ip = v4(*pod.ip());
         pkt.dst_ip = v4(*server.ip());
         pkt.src_port = pod.port();
