@@ -15,10 +15,11 @@
 //! listener (errors are logged and counted, never propagated).
 
 use super::message::{error_reply, parse_query, parse_response, Question};
-use crate::{agent::Agent, config::dns::RejectCode, pipeline::Pipeline};
+use crate::{agent::Agent, config::dns::RejectCode, events::Event, pipeline::Pipeline};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData};
 use hickory_proto::op::ResponseCode;
 use lumen_abi::{dns_maps, DnsProxyConfig, L4Addr, LbTupleKey};
+use lumen_api::flow::{L7FlowType as FlowKind, Layer7};
 use parking_lot::Mutex;
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -308,13 +309,18 @@ impl Proxy {
             if !ep.policy.allows(&question.name) {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, query = %question.name, endpoint = ep.id, "DNS query refused by policy");
-                self.report_denied(ep, peer, server, transport);
                 let code = match self.agent.cfg.dns_proxy.dns_reject_response_code {
                     RejectCode::Refused => ResponseCode::Refused,
                     RejectCode::NameError => ResponseCode::NXDomain,
                 };
+                self.report_denied(ep, peer, server, transport, &question, code.into());
                 return error_reply(query, code);
             }
+        }
+        let started = std::time::Instant::now();
+        if let Some(ep) = &ep {
+            let l7 = l7_dns(&question, None, 0, FlowKind::Request, 0);
+            self.emit(ep, peer, server, transport, Emit::Request, l7);
         }
         let forwarded = match transport {
             Transport::Udp => self.forward(query, server, &question).await,
@@ -332,11 +338,26 @@ impl Proxy {
                         let a = self.agent.clone();
                         let _ = tokio::task::spawn_blocking(move || a.regenerate()).await;
                     }
+                    let latency = started.elapsed().as_nanos() as u64;
+                    let l7 = l7_dns(
+                        &question,
+                        Some(&answer),
+                        answer.rcode,
+                        FlowKind::Response,
+                        latency,
+                    );
+                    self.emit(ep, peer, server, transport, Emit::Response, l7);
                 }
                 Some(response)
             }
             None => {
                 self.stats.servfail.fetch_add(1, Ordering::Relaxed);
+                if let Some(ep) = &ep {
+                    let latency = started.elapsed().as_nanos() as u64;
+                    let rcode = u16::from(ResponseCode::ServFail);
+                    let l7 = l7_dns(&question, None, rcode, FlowKind::Response, latency);
+                    self.emit(ep, peer, server, transport, Emit::Response, l7);
+                }
                 error_reply(query, ResponseCode::ServFail)
             }
         }
@@ -355,10 +376,12 @@ impl Proxy {
             .ok()?;
         up.connect(server).await.ok()?;
         up.send(query).await.ok()?;
-        let mut buf = vec![0u8; 65_535];
+        // Room for the largest datagram, not zeroed: `recv_buf` fills spare capacity.
+        let mut buf = Vec::with_capacity(65_535);
         let deadline = tokio::time::Instant::now() + self.agent.cfg.dns_proxy.upstream_timeout;
         loop {
-            let n = match tokio::time::timeout_at(deadline, up.recv(&mut buf)).await {
+            buf.clear();
+            let n = match tokio::time::timeout_at(deadline, up.recv_buf(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     tracing::debug!(%server, error = %e, "DNS proxy: server unreachable");
@@ -370,7 +393,10 @@ impl Proxy {
                 }
             };
             match parse_response(&buf[..n], question) {
-                Ok(a) => return Some((buf[..n].to_vec(), a)),
+                Ok(a) => {
+                    buf.truncate(n);
+                    return Some((buf, a));
+                }
                 Err(super::message::MessageError::WrongId { .. }) => continue,
                 Err(e) => {
                     tracing::info!(%server, query = %question.name, error = %e, "DNS proxy: unusable response; SERVFAIL");
@@ -406,14 +432,30 @@ impl Proxy {
         }
     }
 
-    /// A refused query as a policy-denied drop flow of the pod's egress (UDP to the server's
-    /// port 53), attributed like a default-deny drop.
+    /// A refused query as a policy-denied drop flow of the pod's egress (to the server's
+    /// port 53), attributed like a default-deny drop, carrying the query as its `l7.dns`.
     fn report_denied(
         &self,
         ep: &super::EndpointDns,
         pod: SocketAddrV4,
         server: SocketAddr,
         transport: Transport,
+        question: &Question,
+        rcode: u16,
+    ) {
+        let l7 = l7_dns(question, None, rcode, FlowKind::Request, 0);
+        self.emit(ep, pod, server, transport, Emit::Denied, l7);
+    }
+
+    /// A DNS request or response flow (`Type: L7`, event type 129).
+    fn emit(
+        &self,
+        ep: &super::EndpointDns,
+        pod: SocketAddrV4,
+        server: SocketAddr,
+        transport: Transport,
+        what: Emit,
+        l7: Layer7,
     ) {
         use lumen_abi::*;
         let SocketAddr::V4(server) = server else {
@@ -426,10 +468,14 @@ impl Proxy {
             Transport::Udp => proto::UDP,
             Transport::Tcp => proto::TCP,
         };
-        pkt.src_ip = v4(*pod.ip());
-        pkt.dst_ip = v4(*server.ip());
-        pkt.src_port = pod.port();
-        pkt.dst_port = server.port();
+        let (src, dst) = match what {
+            Emit::Response => (server, pod),
+            Emit::Request | Emit::Denied => (pod, server),
+        };
+        pkt.src_ip = v4(*src.ip());
+        pkt.dst_ip = v4(*dst.ip());
+        pkt.src_port = src.port();
+        pkt.dst_port = dst.port();
         pkt.l4_flags = l4_flags::PORTS;
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -437,44 +483,107 @@ impl Proxy {
         };
         // SAFETY: valid out-pointer; the clock always exists on Linux.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let rec = DropRecord {
-            hdr: RecordHeader {
-                kind: kind::DROP,
-                version: DROP_VERSION,
-                obs_point: obs::FROM_ENDPOINT,
-                flags: hdr_flags::REPLY_KNOWN,
-                ifindex: ep.ifindex,
-                len: core::mem::size_of::<DropRecord>() as u16,
-                _pad0: 0,
-                pkt_len: 0,
-                ktime_ns: (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64,
-            },
-            pkt,
-            policy: PolicyInfo {
-                endpoint_id: ep.id,
-                local_identity: ep.identity,
-                remote_identity: 0,
-                rule_ref: RULE_REF_NONE,
-                direction: direction::EGRESS,
-                match_type: 0,
-                verdict: verdict::DENIED,
-                _pad: [0; 5],
-            },
-            drop_reason: drop_reason::POLICY_DENIED,
-            _pad: [0; 6],
+        let flags = match what {
+            Emit::Response => hdr_flags::REPLY_KNOWN | hdr_flags::IS_REPLY,
+            _ => hdr_flags::REPLY_KNOWN,
         };
-        // SAFETY: DropRecord is repr(C) plain old data; the slice covers exactly it.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                &rec as *const DropRecord as *const u8,
-                core::mem::size_of::<DropRecord>(),
-            )
+        let hdr = |kind: u8, version: u8, len: usize| RecordHeader {
+            kind,
+            version,
+            obs_point: obs::FROM_ENDPOINT,
+            flags,
+            ifindex: ep.ifindex,
+            len: len as u16,
+            _pad0: 0,
+            pkt_len: 0,
+            ktime_ns: (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64,
+        };
+        let bytes: Vec<u8> = match what {
+            Emit::Denied => pod_bytes(&DropRecord {
+                hdr: hdr(kind::DROP, DROP_VERSION, core::mem::size_of::<DropRecord>()),
+                pkt,
+                policy: PolicyInfo {
+                    endpoint_id: ep.id,
+                    local_identity: ep.identity,
+                    remote_identity: 0,
+                    rule_ref: RULE_REF_NONE,
+                    direction: direction::EGRESS,
+                    match_type: 0,
+                    verdict: verdict::DENIED,
+                    _pad: [0; 5],
+                },
+                drop_reason: drop_reason::POLICY_DENIED,
+                _pad: [0; 6],
+            }),
+            Emit::Request | Emit::Response => pod_bytes(&TraceRecord {
+                hdr: hdr(
+                    kind::TRACE,
+                    TRACE_VERSION,
+                    core::mem::size_of::<TraceRecord>(),
+                ),
+                pkt,
+                reason: 0,
+                _pad: [0; 7],
+                ct_packets: 0,
+                ct_bytes: 0,
+            }),
         };
         let cache = self.agent.ipcache();
-        let ev = self.pipeline.lock().ingest(bytes, &cache);
+        let ev = self.pipeline.lock().ingest(&bytes, &cache);
         match ev {
-            Ok(ev) => self.agent.ring.push(Arc::new(ev)),
-            Err(e) => tracing::warn!(error = %e, "DNS proxy: denied flow not recorded"),
+            Ok(Event::Flow(mut f)) => {
+                f.l7 = Some(Arc::new(l7));
+                self.agent.ring.push(Arc::new(Event::Flow(f)));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "DNS proxy: flow not recorded"),
         }
+    }
+}
+
+/// Which DNS flow to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// The pod's query, forwarded.
+    Request,
+    /// The answer the pod got.
+    Response,
+    /// The pod's query, refused by policy (a drop).
+    Denied,
+}
+
+/// The bytes of a plain-old-data record.
+fn pod_bytes<T: Copy>(rec: &T) -> Vec<u8> {
+    // SAFETY: T is a repr(C) ABI record without padding holes left uninitialised (its
+    // padding is explicit fields); the slice covers exactly it.
+    unsafe { std::slice::from_raw_parts(rec as *const T as *const u8, core::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+/// Hubble's `l7` for a DNS query or answer.
+fn l7_dns(
+    q: &Question,
+    answer: Option<&super::message::Answer>,
+    rcode: u16,
+    kind: FlowKind,
+    latency_ns: u64,
+) -> Layer7 {
+    let mut dns = lumen_api::flow::Dns {
+        query: q.fqdn.clone(),
+        qtypes: q.qtypes.clone(),
+        rcode: u32::from(rcode),
+        observation_source: "proxy".into(),
+        ..Default::default()
+    };
+    if let Some(a) = answer {
+        dns.ips = a.ips.iter().map(|(ip, _)| ip.to_string()).collect();
+        dns.ttl = a.ttl;
+        dns.cnames = a.cnames.clone();
+        dns.rrtypes = a.rrtypes.clone();
+    }
+    Layer7 {
+        r#type: kind as i32,
+        latency_ns,
+        record: Some(lumen_api::flow::layer7::Record::Dns(dns)),
     }
 }
