@@ -18,6 +18,7 @@
 #![no_main]
 
 mod crypto;
+mod dns;
 mod l2;
 mod lb;
 mod parse;
@@ -110,6 +111,14 @@ static SNAT_REV: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(262_144, 0)
 #[map]
 static WG_PEERS: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(16_384, 0);
 
+/// The DNS proxy's address and port (one entry). Filled by the agent.
+#[map]
+static DNS_PROXY: Array<lumen_abi::DnsProxyConfig> = Array::pinned(1, 0);
+
+/// Redirected DNS query (pod → proxy) → the server the pod addressed.
+#[map]
+static DNS_NAT: LruHashMap<LbTupleKey, L4Addr> = LruHashMap::pinned(lumen_abi::DNS_NAT_CAPACITY, 0);
+
 #[map]
 static L2_RESPONDER: HashMap<[u8; 4], L2ResponderValue> = HashMap::pinned(65_536, 0);
 
@@ -167,7 +176,15 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
     let any_nat = nat.flags & (cfg_flags::SERVICES | cfg_flags::MASQUERADE) != 0;
     let translated = match point {
         obs::FROM_ENDPOINT if services => lb::from_endpoint(ctx, &mut pkt),
-        obs::TO_ENDPOINT if services => lb::to_endpoint(ctx, &pkt),
+        obs::TO_ENDPOINT => {
+            // The proxy's answer gets the server back as source before anything sees it.
+            dns::restore(ctx, &mut pkt);
+            if services {
+                lb::to_endpoint(ctx, &pkt)
+            } else {
+                lb::Lb::None
+            }
+        }
         obs::FROM_NETWORK => {
             if l2::is_arp(pkt.ethertype) {
                 if let Some(action) = l2::respond(ctx) {
@@ -216,7 +233,13 @@ fn observe(ctx: &TcContext, point: u8) -> i32 {
         }
         _ => {}
     }
-    track(ctx, point, &pkt, flags)
+    let action = track(ctx, point, &pkt, flags);
+    if point == obs::FROM_ENDPOINT && action != TC_ACT_SHOT as i32 {
+        // After policy and conntrack decided on the query as the pod sent it.
+        // SAFETY: the context's skb pointer is valid for the program's run.
+        dns::redirect(ctx, &pkt, unsafe { (*ctx.skb.skb).ifindex });
+    }
+    action
 }
 
 #[inline(never)]

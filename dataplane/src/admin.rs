@@ -29,17 +29,20 @@ pub enum AdminRequest {
     ServiceList {},
     /// Replace this node's WireGuard key (connections stay up).
     EncryptRotateKey {},
+    /// The FQDN cache: names, addresses and expiry per endpoint.
+    FqdnCacheList {},
 }
 
 impl AdminRequest {
     /// The `op` values admin requests use (everything else is a CNI request).
-    pub const OPS: [&'static str; 6] = [
+    pub const OPS: [&'static str; 7] = [
         "status",
         "endpoint_list",
         "policy_get",
         "identity_list",
         "service_list",
         "encrypt_rotate_key",
+        "fqdn_cache_list",
     ];
 }
 
@@ -177,6 +180,11 @@ pub enum AdminResponse {
         /// Services or EndpointSlices that do not parse.
         problems: Vec<String>,
     },
+    /// `fqdn_cache_list`.
+    FqdnCache {
+        /// (endpoint, name, address, expiry, identity), sorted by endpoint then name.
+        entries: Vec<crate::dns::cache::CacheEntry>,
+    },
     /// `encrypt_rotate_key`.
     KeyRotated {
         /// The node's new public key.
@@ -280,6 +288,9 @@ pub fn handle(agent: &Agent, req: AdminRequest) -> AdminResponse {
     let r = agent.policy_report();
     match req {
         AdminRequest::ServiceList {} => service_list(agent),
+        AdminRequest::FqdnCacheList {} => AdminResponse::FqdnCache {
+            entries: agent.dns.list(),
+        },
         AdminRequest::EncryptRotateKey {} => match agent.encryption.get() {
             None => AdminResponse::Error {
                 message: "encryption is not enabled on this node (encryption.enabled: true)".into(),

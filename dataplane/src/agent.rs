@@ -104,6 +104,8 @@ pub struct Agent {
     pub routes: crate::routing::Installed,
     /// WireGuard encryption, once started (`encryption.enabled`).
     pub encryption: std::sync::OnceLock<Arc<crate::encryption::Encryption>>,
+    /// DNS awareness: the FQDN cache and what the DNS proxy knows of endpoints.
+    pub dns: Arc<crate::dns::Dns>,
     datapath: Mutex<Datapath>,
     endpoints: Mutex<EndpointStore>,
     ipam: tokio::sync::Mutex<Option<IpamState>>,
@@ -136,6 +138,7 @@ impl Agent {
             l2_status: Default::default(),
             routes: Default::default(),
             encryption: Default::default(),
+            dns: Arc::new(crate::dns::Dns::new(cfg.dns_proxy.clone())),
             datapath: Mutex::new(datapath),
             endpoints: Mutex::new(endpoints),
             ipam: tokio::sync::Mutex::new(None),
@@ -246,9 +249,13 @@ impl Agent {
             },
         );
         pol.engine.update(&state);
-        let set = pol.engine.policy_set(self.cfg.policy_audit_mode);
+        let set = self
+            .dns
+            .apply(pol.engine.policy_set(self.cfg.policy_audit_mode));
         let PolicyState { refs, maps, .. } = &mut *pol;
-        let regen = regen::regenerate(&cache, &state, &set, refs);
+        let mut regen = regen::regenerate(&cache, &state, &set, refs);
+        self.dns.set_endpoints(std::mem::take(&mut regen.dns));
+        cache.set_fqdn(self.dns.addresses(), &regen.identities);
         let mut datapath_error = None;
         if let Some(maps) = maps.as_mut() {
             match maps.sync(&regen.maps) {
@@ -442,6 +449,18 @@ impl Agent {
             guard = self.ipam.lock().await;
         }
         Ok(guard)
+    }
+
+    /// The pods' gateway on this node, once IPAM is ready: where the DNS proxy listens.
+    pub async fn gateway(&self) -> Result<IpAddr, AgentError> {
+        let guard = self.ipam().await?;
+        guard
+            .as_ref()
+            .map(|s| s.gateway)
+            .ok_or_else(|| AgentError::NoPodCidr {
+                node: self.cfg.node_name.clone(),
+                hint: self.no_pod_cidr_hint(),
+            })
     }
 
     /// Prepares the node if its pod CIDR is already known (at start-up).

@@ -33,6 +33,9 @@ pub struct FlowEvent {
     /// The service the destination address stands for (a frontend, or the backend a
     /// frontend was translated to).
     pub destination_service: Option<Arc<lumen_api::flow::Service>>,
+    /// An L7 record (the DNS proxy's request/response flows): the flow is `Type: L7`,
+    /// event type 129 (access log), with this `l7`.
+    pub l7: Option<Arc<lumen_api::flow::Layer7>>,
 }
 
 /// Where lost events were lost (`flow.LostEventSource`).

@@ -285,6 +285,8 @@ pub fn flow(ev: &FlowEvent) -> Flow {
         summary,
         source_service: ev.source_service.as_deref().cloned(),
         destination_service: ev.destination_service.as_deref().cloned(),
+        source_names: ev.source.names.clone(),
+        destination_names: ev.destination.names.clone(),
         ..Default::default()
     };
     match &ev.record {
@@ -337,7 +339,51 @@ pub fn flow(ev: &FlowEvent) -> Flow {
             f.sock_xlate_point = t.xlate_point as i32;
         }
     }
+    if let Some(l7) = &ev.l7 {
+        // An access-log record (the DNS proxy's): no observation point, the endpoint's egress.
+        f.r#type = flow::FlowType::L7 as i32;
+        f.event_type = Some(CiliumEventType {
+            r#type: ACCESS_LOG,
+            sub_type: 0,
+        });
+        f.trace_observation_point = 0;
+        f.trace_reason = 0;
+        f.traffic_direction = flow::TrafficDirection::Egress as i32;
+        f.summary = l7_summary(l7);
+        f.l7 = Some((**l7).clone());
+    }
     f
+}
+
+/// Cilium's monitor type of L7 access-log records.
+const ACCESS_LOG: i32 = 129;
+
+/// Hubble's summary of a DNS record: `DNS Query api.example.com. A`, `DNS Answer
+/// "192.0.2.1" TTL: 30 (Proxy api.example.com. A)`, `DNS Answer RCode: Refused ...`.
+fn l7_summary(l7: &flow::Layer7) -> String {
+    let Some(flow::layer7::Record::Dns(d)) = &l7.record else {
+        return String::new();
+    };
+    let q = format!("{} {}", d.query, d.qtypes.join(","));
+    if l7.r#type == flow::L7FlowType::Request as i32 {
+        return format!("DNS Query {q}");
+    }
+    if d.rcode != 0 {
+        let code = match d.rcode {
+            1 => "FormErr".to_string(),
+            2 => "ServFail".to_string(),
+            3 => "NXDomain".to_string(),
+            4 => "NotImp".to_string(),
+            5 => "Refused".to_string(),
+            n => n.to_string(),
+        };
+        return format!("DNS Answer RCode: {code} (Proxy {q})");
+    }
+    format!(
+        "DNS Answer \"{}\" TTL: {} (Proxy {q})",
+        d.ips.join(","),
+        d.ttl
+    )
 }
 
 /// The drop reason of a policy denial: an explicit deny rule, or no allow rule.
@@ -425,6 +471,7 @@ mod tests {
                 pod_name: "frontend".into(),
                 labels: vec!["k8s:app=frontend".into()],
                 workloads: vec![],
+                names: vec![],
             }),
             destination: Arc::new(EndpointInfo::default()),
             endpoint_id: 3,
@@ -433,6 +480,7 @@ mod tests {
             policies: None,
             source_service: None,
             destination_service: None,
+            l7: None,
         }
     }
 
@@ -501,6 +549,47 @@ mod tests {
         e.record = policy_record(verdict::AUDIT, lumen_abi::RULE_REF_NONE);
         let f = flow(&e);
         assert_eq!(f.verdict, flow::Verdict::Audit as i32);
+    }
+
+    #[test]
+    fn dns_access_log_flows_are_l7_with_hubble_summaries() {
+        let dns = |rcode: u32, ips: Vec<String>| flow::Dns {
+            query: "api.example.test.".into(),
+            qtypes: vec!["A".into()],
+            rcode,
+            ips,
+            ttl: 30,
+            ..Default::default()
+        };
+        let mut e = ev(tcp_syn());
+        e.l7 = Some(Arc::new(flow::Layer7 {
+            r#type: flow::L7FlowType::Request as i32,
+            latency_ns: 0,
+            record: Some(flow::layer7::Record::Dns(dns(0, vec![]))),
+        }));
+        let f = flow(&e);
+        assert_eq!(f.r#type, flow::FlowType::L7 as i32);
+        assert_eq!(f.event_type.as_ref().map(|t| t.r#type), Some(129));
+        assert_eq!(f.summary, "DNS Query api.example.test. A");
+        assert_eq!(f.traffic_direction, flow::TrafficDirection::Egress as i32);
+        e.l7 = Some(Arc::new(flow::Layer7 {
+            r#type: flow::L7FlowType::Response as i32,
+            latency_ns: 1_000,
+            record: Some(flow::layer7::Record::Dns(dns(0, vec!["192.0.2.1".into()]))),
+        }));
+        assert_eq!(
+            flow(&e).summary,
+            "DNS Answer \"192.0.2.1\" TTL: 30 (Proxy api.example.test. A)"
+        );
+        e.l7 = Some(Arc::new(flow::Layer7 {
+            r#type: flow::L7FlowType::Response as i32,
+            latency_ns: 1_000,
+            record: Some(flow::layer7::Record::Dns(dns(5, vec![]))),
+        }));
+        assert_eq!(
+            flow(&e).summary,
+            "DNS Answer RCode: Refused (Proxy api.example.test. A)"
+        );
     }
 
     #[test]

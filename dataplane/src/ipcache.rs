@@ -31,6 +31,9 @@ pub struct EndpointInfo {
     pub labels: Vec<String>,
     /// Controller workloads `(name, kind)`.
     pub workloads: Vec<(String, String)>,
+    /// DNS names the address is known by (the DNS proxy's FQDN cache), for Hubble's
+    /// `source_names` / `destination_names`.
+    pub names: Vec<String>,
 }
 
 /// A local pod interface.
@@ -50,6 +53,8 @@ pub struct IpCache {
     uplinks: HashMap<u32, Arc<str>>,
     world: Arc<EndpointInfo>,
     identities: BTreeMap<u32, Vec<String>>,
+    /// Addresses with DNS names (and maybe an FQDN identity), behind `by_ip`.
+    fqdn: HashMap<IpAddr, Arc<EndpointInfo>>,
     /// Names policies in flows; set after the policy regeneration.
     pub attribution: Arc<crate::policy::Attribution>,
     /// Names services in flows; set after the service maps are computed.
@@ -128,6 +133,7 @@ impl IpCache {
                 pod_name: p.name.clone(),
                 workloads: identity::workload(p).into_iter().collect(),
                 labels,
+                names: Vec::new(),
             });
             for ip in &p.ips {
                 cache.by_ip.insert(*ip, info.clone());
@@ -157,6 +163,7 @@ impl IpCache {
                 pod_name: s.pod_name.clone(),
                 labels,
                 workloads,
+                names: Vec::new(),
             });
             cache.by_ip.insert(s.ip, info.clone());
             cache.by_ifindex.insert(
@@ -177,8 +184,36 @@ impl IpCache {
     pub fn lookup(&self, ip: &IpAddr) -> Arc<EndpointInfo> {
         self.by_ip
             .get(ip)
+            .or_else(|| self.fqdn.get(ip))
             .cloned()
             .unwrap_or_else(|| self.world.clone())
+    }
+
+    /// Makes addresses the DNS proxy learnt names for known by those names: (address,
+    /// names, FQDN identity if a `toFQDNs` selector selects one of them); the identity's
+    /// labels come from `identities`, the world's otherwise.
+    pub fn set_fqdn(
+        &mut self,
+        addrs: impl IntoIterator<Item = (IpAddr, Vec<String>, Option<u32>)>,
+        identities: &BTreeMap<u32, Vec<String>>,
+    ) {
+        self.fqdn = addrs
+            .into_iter()
+            .map(|(ip, names, id)| {
+                let (identity, labels) = match id.and_then(|i| identities.get(&i).map(|l| (i, l))) {
+                    Some((i, l)) => (i, l.clone()),
+                    None => (self.world.identity, self.world.labels.clone()),
+                };
+                let info = EndpointInfo {
+                    identity,
+                    cluster_name: self.world.cluster_name.clone(),
+                    labels,
+                    names,
+                    ..Default::default()
+                };
+                (ip, Arc::new(info))
+            })
+            .collect();
     }
 
     /// Every identity in use with its labels (reserved ones included).

@@ -8,6 +8,7 @@ pub mod config;
 pub mod datapath;
 pub mod decode;
 pub mod devices;
+pub mod dns;
 pub mod encryption;
 pub mod endpoints;
 pub mod events;

@@ -130,6 +130,7 @@ impl Pipeline {
                 }
                 _ => service(&pkt.dst_ip, pkt.dst_port),
             },
+            l7: None,
         }))
     }
 }

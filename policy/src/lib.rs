@@ -9,6 +9,7 @@
 mod cidr;
 mod entry;
 mod error;
+mod fqdn;
 mod identity;
 mod labels;
 mod merge;
@@ -21,6 +22,9 @@ mod view;
 
 pub use entry::{Action, DirectionPolicy, EndpointPolicy, Entry, PolicyRef};
 pub use error::PolicyError;
+pub use fqdn::{
+    normalize as normalize_dns_name, DnsPolicy, FqdnIdentity, FqdnSelector, FQDN_IDENTITY_BASE,
+};
 pub use identity::{
     CIDR_IDENTITY_BASE, CLUSTER_IDENTITY_MAX, CLUSTER_IDENTITY_MIN, IDENTITY_ANY, IDENTITY_HEALTH,
     IDENTITY_HOST, IDENTITY_INGRESS, IDENTITY_INIT, IDENTITY_KUBE_APISERVER, IDENTITY_REMOTE_NODE,

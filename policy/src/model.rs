@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cidr::Cidr;
+use crate::fqdn::FqdnSelector;
 use crate::identity::Entity;
 use crate::ports::PortSpec;
 use crate::selector::Selector;
@@ -132,6 +133,9 @@ pub(crate) struct Item {
     pub peers: Option<Vec<Peer>>,
     /// `None` = any protocol and port.
     pub ports: Option<Vec<PortSpec>>,
+    /// `toPorts.rules.dns` of an egress allow item: names the subject may resolve through
+    /// these ports; `None` when the item has no DNS rules.
+    pub dns: Option<Vec<FqdnSelector>>,
 }
 
 /// One L3 peer.
@@ -148,6 +152,8 @@ pub(crate) enum Peer {
     },
     /// A Cilium entity.
     Entity(Entity),
+    /// `toFQDNs`: the addresses names it selects resolved to.
+    Fqdn(FqdnSelector),
 }
 
 impl Rule {

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use crate::cidr::Cidr;
 use crate::entry::{match_type, Action, DirectionPolicy, EndpointPolicy, Entry, PolicyRef};
+use crate::fqdn::{DnsPolicy, FqdnIdentity, FqdnSelector};
 use crate::identity::{
     Entity, CIDR_IDENTITY_BASE, CLUSTER_IDENTITY_MAX, CLUSTER_IDENTITY_MIN, CLUSTER_RESERVED,
     IDENTITY_ANY, IDENTITY_WORLD, IDENTITY_WORLD_IPV4, IDENTITY_WORLD_IPV6,
@@ -21,12 +22,14 @@ pub struct PolicySet {
     policies: Vec<Policy>,
     global_audit: bool,
     cidrs: Vec<(u32, Cidr)>,
+    fqdn: Vec<(FqdnIdentity, Option<Cidr>)>,
 }
 
 /// Per-call resolution context: the universe with its labels parsed once.
 struct Resolver<'a> {
     idents: Vec<(u32, Vec<Label<'a>>)>,
     cidrs: &'a [(u32, Cidr)],
+    fqdn: &'a [(FqdnIdentity, Option<Cidr>)],
     universe: &'a Universe,
     ep: &'a EndpointView,
     warnings: Vec<String>,
@@ -55,7 +58,77 @@ impl PolicySet {
             policies,
             global_audit,
             cidrs,
+            fqdn: Vec::new(),
         }
+    }
+
+    /// Adds the addresses `toFQDNs` names resolved to, each with its identity: `toFQDNs`
+    /// peers select those whose names match; `toCIDR`/`toCIDRSet` and the world entity
+    /// select them by address, as they would the address without a name.
+    pub fn with_fqdn_identities(mut self, fqdn: Vec<FqdnIdentity>) -> Self {
+        self.fqdn = fqdn
+            .into_iter()
+            .map(|f| {
+                let c = Cidr::parse(&f.ip.to_string());
+                (f, c)
+            })
+            .collect();
+        self
+    }
+
+    /// The addresses given by [`PolicySet::with_fqdn_identities`].
+    pub fn fqdn_identities(&self) -> impl Iterator<Item = &FqdnIdentity> {
+        self.fqdn.iter().map(|(f, _)| f)
+    }
+
+    /// Every `toFQDNs` selector of the policies (deduplicated): the names whose addresses
+    /// need identities.
+    pub fn fqdn_selectors(&self) -> Vec<FqdnSelector> {
+        let set: BTreeSet<FqdnSelector> = self
+            .policies
+            .iter()
+            .flat_map(|p| p.rules.iter())
+            .flat_map(|r| r.egress.allow.iter())
+            .flat_map(|i| i.peers.iter().flatten())
+            .filter_map(|p| match p {
+                Peer::Fqdn(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// What one endpoint's egress policy asks of the DNS proxy: redirect when a rule
+    /// selecting it has `toFQDNs` or DNS rules; the names it may resolve are the union of
+    /// its DNS rules (Lumen merges them per endpoint, not per port and server as Cilium).
+    pub fn dns_policy(&self, ep: &EndpointView) -> DnsPolicy {
+        let ep_labels: Vec<Label<'_>> = ep.labels.iter().map(|s| Label::parse(s)).collect();
+        let mut out = DnsPolicy::default();
+        for rule in self.policies.iter().flat_map(|p| p.rules.iter()) {
+            if !rule.egress.selects || !subject_matches(rule, ep, &ep_labels) {
+                continue;
+            }
+            for item in &rule.egress.allow {
+                for p in item.peers.iter().flatten() {
+                    if let Peer::Fqdn(s) = p {
+                        out.redirect = true;
+                        if !out.selectors.contains(s) {
+                            out.selectors.push(s.clone());
+                        }
+                    }
+                }
+                if let Some(names) = &item.dns {
+                    out.redirect = true;
+                    let allowed = out.allowed.get_or_insert_with(Vec::new);
+                    for n in names {
+                        if !allowed.contains(n) {
+                            allowed.push(n.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// CIDR identities needed by all policies: (identity, prefix such as "10.0.0.0/8").
@@ -82,6 +155,7 @@ impl PolicySet {
                 .map(|(id, ls)| (*id, ls.iter().map(|s| Label::parse(s)).collect()))
                 .collect(),
             cidrs: &self.cidrs,
+            fqdn: &self.fqdn,
             universe,
             ep,
             warnings: Vec::new(),
@@ -228,7 +302,14 @@ impl Resolver<'_> {
             Peer::Entity(Entity::World) => {
                 out.extend([IDENTITY_WORLD, IDENTITY_WORLD_IPV4, IDENTITY_WORLD_IPV6]);
                 out.extend(self.cidrs.iter().map(|(id, _)| *id));
+                out.extend(self.fqdn.iter().map(|(f, _)| f.identity));
             }
+            Peer::Fqdn(sel) => out.extend(
+                self.fqdn
+                    .iter()
+                    .filter(|(f, _)| f.selected_by(sel))
+                    .map(|(f, _)| f.identity),
+            ),
             Peer::Entity(Entity::Cluster) => {
                 out.extend(CLUSTER_RESERVED);
                 out.extend(
@@ -245,6 +326,16 @@ impl Resolver<'_> {
                         .iter()
                         .filter(|(_, c)| cidr.contains(c) && !except.iter().any(|x| x.contains(c)))
                         .map(|(id, _)| *id),
+                );
+                out.extend(
+                    self.fqdn
+                        .iter()
+                        .filter(|(_, c)| {
+                            c.is_some_and(|c| {
+                                cidr.contains(&c) && !except.iter().any(|x| x.contains(&c))
+                            })
+                        })
+                        .map(|(f, _)| f.identity),
                 );
                 if cidr.is_default() {
                     out.insert(IDENTITY_WORLD);
@@ -441,5 +532,140 @@ mod tests {
         let p = PolicySet::new(vec![a], false).resolve(&Universe::default(), &ep);
         assert!(p.ingress.enforced);
         assert!(p.ingress.entries.is_empty());
+    }
+
+    fn fqdn_id(identity: u32, ip: &str, names: &[&str]) -> FqdnIdentity {
+        FqdnIdentity {
+            identity,
+            ip: ip.parse().unwrap(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    const FQDN_POLICY: &str = "{endpointSelector: {matchLabels: {app: client}}, egress: [{toEndpoints: [{matchLabels: {app: dns}}], toPorts: [{ports: [{port: '53', protocol: ANY}], rules: {dns: [{matchPattern: '*.example.test'}, {matchName: api.example.test}]}}]}, {toFQDNs: [{matchName: api.example.test}], toPorts: [{ports: [{port: '80', protocol: TCP}]}]}, {toFQDNs: [{matchPattern: '*.example.test'}]}]}";
+
+    fn client() -> EndpointView {
+        EndpointView {
+            identity: CLUSTER_IDENTITY_MIN,
+            labels: vec![
+                "k8s:app=client".into(),
+                "k8s:io.kubernetes.pod.namespace=demo".into(),
+            ],
+            namespace: "demo".into(),
+            named_ports: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn to_fqdns_selects_the_identities_of_the_addresses_names_resolved_to() {
+        let p = cnp("fqdn", FQDN_POLICY);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let base = crate::fqdn::FQDN_IDENTITY_BASE;
+        let set = PolicySet::new(vec![p], false).with_fqdn_identities(vec![
+            fqdn_id(base, "192.0.2.10", &["api.example.test"]),
+            fqdn_id(base + 1, "192.0.2.11", &["www.example.test"]),
+            // The apex: not selected by `*.example.test`.
+            fqdn_id(base + 2, "192.0.2.12", &["example.test"]),
+            fqdn_id(base + 3, "192.0.2.13", &["other.test"]),
+        ]);
+        assert_eq!(set.fqdn_selectors().len(), 2);
+        let r = set.resolve(&Universe::default(), &client());
+        let keys: Vec<(u32, u8, u16)> = r
+            .egress
+            .entries
+            .iter()
+            .map(|e| (e.identity, e.proto, e.port))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![(base, 0, 0), (base, 6, 80), (base + 1, 0, 0)],
+            "{:?}",
+            r.egress.entries
+        );
+        assert!(r.egress.enforced);
+        // Nothing resolved yet: the rule allows nothing.
+        let empty = PolicySet::new(vec![cnp("fqdn", FQDN_POLICY)], false);
+        assert!(empty
+            .resolve(&Universe::default(), &client())
+            .egress
+            .entries
+            .is_empty());
+    }
+
+    #[test]
+    fn cidr_rules_and_world_still_cover_addresses_that_have_names() {
+        let p = cnp(
+            "c",
+            "{endpointSelector: {}, egress: [{toCIDRSet: [{cidr: 192.0.2.0/24, except: [192.0.2.128/25]}]}]}",
+        );
+        let w = cnp(
+            "w",
+            "{endpointSelector: {}, egress: [{toEntities: [world]}]}",
+        );
+        let base = crate::fqdn::FQDN_IDENTITY_BASE;
+        let ids = vec![
+            fqdn_id(base, "192.0.2.10", &["a.test"]),
+            fqdn_id(base + 1, "192.0.2.200", &["b.test"]),
+        ];
+        let ep = EndpointView {
+            namespace: "demo".into(),
+            ..EndpointView::default()
+        };
+        let set = PolicySet::new(vec![p], false).with_fqdn_identities(ids.clone());
+        let got: Vec<u32> = set
+            .resolve(&Universe::default(), &ep)
+            .egress
+            .entries
+            .iter()
+            .map(|e| e.identity)
+            .collect();
+        assert!(got.contains(&base) && !got.contains(&(base + 1)), "{got:?}");
+        let set = PolicySet::new(vec![w], false).with_fqdn_identities(ids);
+        let got: Vec<u32> = set
+            .resolve(&Universe::default(), &ep)
+            .egress
+            .entries
+            .iter()
+            .map(|e| e.identity)
+            .collect();
+        assert!(got.contains(&base) && got.contains(&(base + 1)), "{got:?}");
+    }
+
+    #[test]
+    fn dns_policy_merges_the_dns_rules_of_the_rules_selecting_the_endpoint() {
+        let set = PolicySet::new(vec![cnp("fqdn", FQDN_POLICY)], false);
+        let d = set.dns_policy(&client());
+        assert!(d.redirect);
+        assert!(d.allows("api.example.test"));
+        assert!(d.allows("cdn.example.test"));
+        assert!(!d.allows("example.test"));
+        assert!(!d.allows("evil.test"));
+        assert_eq!(d.selectors.len(), 2);
+        // Another endpoint: not selected, nothing redirected.
+        let other = EndpointView {
+            labels: vec!["k8s:app=web".into()],
+            namespace: "demo".into(),
+            ..EndpointView::default()
+        };
+        assert_eq!(set.dns_policy(&other), DnsPolicy::default());
+    }
+
+    #[test]
+    fn invalid_fqdn_selectors_are_rejected_with_their_path() {
+        for (spec, path) in [
+            ("{endpointSelector: {}, egress: [{toFQDNs: [{matchName: 'a b'}]}]}", "spec.egress[0].toFQDNs[0].matchName"),
+            ("{endpointSelector: {}, egress: [{toFQDNs: [{matchName: a, matchPattern: b}]}]}", "spec.egress[0].toFQDNs[0]"),
+            ("{endpointSelector: {}, egress: [{toPorts: [{ports: [{port: '53'}], rules: {dns: [{matchPattern: 'a?'}]}}]}]}", "spec.egress[0].toPorts[0].rules.dns[0].matchPattern"),
+        ] {
+            let spec: Value = serde_yaml::from_str(spec).unwrap();
+            let err = parse("CiliumNetworkPolicy", PolicyMeta::default(), &spec, &Value::Null)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("{path}:")), "{err}");
+        }
+        // HTTP rules stay unsupported: the item allows nothing, with a warning.
+        let p = cnp("h", "{endpointSelector: {}, egress: [{toPorts: [{ports: [{port: '80'}], rules: {http: [{method: GET}]}}]}]}");
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("rules.http"), "{:?}", p.warnings);
     }
 }

@@ -6,14 +6,12 @@ use common::*;
 use lumen_policy::PolicySet;
 
 #[test]
-fn l7_rules_and_fqdns_warn_and_allow_nothing() {
+fn http_rules_warn_and_allow_nothing_while_fqdns_and_dns_rules_are_supported() {
     let pols = parse_all(include_str!("fixtures/unsupported.yaml"));
     assert_eq!(
         pols[0].warnings,
         vec![
-            "spec.ingress[0].toPorts[0].rules: unsupported (L7 rules); this ingress rule allows nothing",
-            "spec.egress[0].toFQDNs: unsupported (DNS-based rules); this egress rule allows nothing",
-            "spec.egress[1].toPorts[0].rules: unsupported (L7 rules); this egress rule allows nothing",
+            "spec.ingress[0].toPorts[0].rules.http: unsupported (L7 rules); this ingress rule allows nothing",
         ]
     );
     let p = PolicySet::new(pols, false).resolve(&universe(), &endpoint(WEB));
@@ -21,7 +19,12 @@ fn l7_rules_and_fqdns_warn_and_allow_nothing() {
     assert_eq!(keys(&p.ingress.entries), vec![allow(DB, 6, 81, 16)]);
     assert!(p.ingress.enforced);
     assert!(p.egress.enforced);
+    // No name resolved yet and no kube-dns pod: nothing allowed, but DNS goes to the proxy.
     assert!(p.egress.entries.is_empty());
+    let set = PolicySet::new(parse_all(include_str!("fixtures/unsupported.yaml")), false);
+    let dns = set.dns_policy(&endpoint(WEB));
+    assert!(dns.redirect);
+    assert!(dns.allows("anything.example"));
 }
 
 #[test]

@@ -202,6 +202,16 @@ async fn run(args: Args) -> Result<()> {
         None => None,
     };
 
+    // The transparent DNS proxy for endpoints with toFQDNs / DNS rules.
+    tokio::spawn({
+        let (agent, stats) = (agent.clone(), Default::default());
+        async move {
+            if let Err(e) = lumen_dataplane::dns::proxy::run(agent, stats).await {
+                tracing::error!(error = %e, "DNS proxy stopped; DNS of redirected endpoints fails");
+            }
+        }
+    });
+
     // Native routing: other nodes' pod CIDRs via their addresses.
     if cfg.auto_direct_node_routes {
         tokio::spawn(lumen_dataplane::routing::run(

@@ -67,6 +67,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: EncryptCmd,
     },
+    /// DNS names learnt by the DNS proxy.
+    Fqdn {
+        #[command(subcommand)]
+        cmd: FqdnCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FqdnCmd {
+    /// The FQDN cache.
+    Cache {
+        #[command(subcommand)]
+        cmd: ListCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +384,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Encrypt {
             cmd: EncryptCmd::RotateKey,
         } => AdminRequest::EncryptRotateKey {},
+        Cmd::Fqdn { .. } => AdminRequest::FqdnCacheList {},
     };
     let resp = ask(&cli.socket, &req)?;
     if cli.output == Output::Json {
@@ -408,9 +423,39 @@ fn run(cli: &Cli) -> Result<()> {
             lbipam,
             problems,
         } => print_services(&services, &lbipam, &problems),
+        AdminResponse::FqdnCache { entries } => print_fqdn_cache(&entries),
         AdminResponse::Error { message } => bail!("{message}"),
     }
     Ok(())
+}
+
+/// `lumen fqdn cache list`: like `cilium fqdn cache list`, expiry as a UTC time and the
+/// time left.
+fn print_fqdn_cache(entries: &[lumen_dataplane::dns::cache::CacheEntry]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    println!(
+        "{:<10} {:<40} {:<40} {:<22} {:<8} IDENTITY",
+        "ENDPOINT", "FQDN", "IP", "EXPIRES (UTC)", "TTL"
+    );
+    for e in entries {
+        let at = chrono::DateTime::from_timestamp(e.expires_unix as i64, 0)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<40} {:<40} {:<22} {:<8} {}",
+            e.endpoint,
+            e.name,
+            e.ip,
+            at,
+            format!("{}s", e.expires_unix.saturating_sub(now)),
+            e.identity
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
 }
 
 /// The agent's rows back into the table type, so the text is `lumen_lb`'s rendering.

@@ -4,6 +4,7 @@
 //! `bpf.monitorInterval`), so operators find what they know. Unknown keys are rejected.
 
 mod chart;
+pub mod dns;
 pub mod layers;
 
 pub use chart::{
@@ -130,6 +131,9 @@ pub struct AgentConfig {
     /// `bandwidthManager.*`: accepted, not enforced (see [`BandwidthManagerConfig`]).
     #[serde(default)]
     pub bandwidth_manager: BandwidthManagerConfig,
+    /// `dnsProxy.*`: the transparent DNS proxy (see [`dns::DnsProxyConfig`]).
+    #[serde(default)]
+    pub dns_proxy: dns::DnsProxyConfig,
     /// `envoy.*`: only `enabled: false`.
     #[serde(default)]
     pub envoy: EnvoyConfig,

@@ -463,6 +463,7 @@ mod tests {
             policies: None,
             source_service: None,
             destination_service: None,
+            l7: None,
         }))
     }
 

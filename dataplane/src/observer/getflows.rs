@@ -314,6 +314,7 @@ mod tests {
             policies: None,
             source_service: None,
             destination_service: None,
+            l7: None,
         }))
     }
 

@@ -87,6 +87,8 @@ pub struct Regenerated {
     pub endpoints: Vec<EndpointReport>,
     /// Every identity with its labels (cluster, reserved and CIDR).
     pub identities: BTreeMap<u32, Vec<String>>,
+    /// Local endpoints by address, with what their policy asks of the DNS proxy.
+    pub dns: HashMap<std::net::IpAddr, crate::dns::EndpointDns>,
 }
 
 fn proto_name(p: u8) -> String {
@@ -130,6 +132,19 @@ pub fn regenerate(
             out.maps.ipcache.insert(ipcache_prefix(&net), *id);
         }
     }
+    // Addresses `toFQDNs` names resolved to: a /32 (/128) each, labelled like Cilium's
+    // CIDR identities plus the names, under the pods' own addresses.
+    for f in set.fqdn_identities() {
+        let net = ipnet::IpNet::from(f.ip);
+        let mut labels = vec![format!("cidr:{net}")];
+        labels.extend(f.names.iter().map(|n| format!("fqdn:{n}")));
+        labels.push("reserved:world".to_string());
+        out.attribution
+            .cidr_labels
+            .insert(f.identity, Arc::new(labels.clone()));
+        identities.insert(f.identity, labels);
+        out.maps.ipcache.insert(ipcache_prefix(&net), f.identity);
+    }
     for (ip, identity) in ipcache.addresses() {
         out.maps
             .ipcache
@@ -161,6 +176,7 @@ pub fn regenerate(
             named_ports: pod.map(|p| p.named_ports.clone()).unwrap_or_default(),
         };
         let resolved = set.resolve(&universe, &view);
+        let dns = set.dns_policy(&view);
         let ids: Vec<u32> = resolved.refs.iter().map(|r| refs.id(r)).collect();
         let mut flags = 0;
         let mut report = EndpointReport {
@@ -233,6 +249,20 @@ pub fn regenerate(
             } else {
                 report.egress = r;
             }
+        }
+        if dns.redirect {
+            flags |= ep_flags::DNS_REDIRECT;
+        }
+        for ip in ipcache.ips_of_endpoint(ep.id) {
+            out.dns.insert(
+                ip,
+                crate::dns::EndpointDns {
+                    id: ep.id,
+                    ifindex: *ifindex,
+                    identity: ep.identity,
+                    policy: dns.clone(),
+                },
+            );
         }
         out.maps.endpoints.insert(
             *ifindex,
@@ -470,5 +500,45 @@ mod tests {
         let a = regenerate(&cache, &state, &set, &mut refs);
         let b = regenerate(&cache, &state, &set, &mut refs);
         assert_eq!(a.maps, b.maps);
+    }
+
+    #[test]
+    fn fqdn_addresses_get_ipcache_entries_and_dns_policies_redirect() {
+        let (cache, state, _) = setup();
+        let fqdn = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: fqdn, namespace: demo}\nspec:\n  endpointSelector: {matchLabels: {app: server}}\n  egress:\n  - toFQDNs: [{matchPattern: '*.example.test'}]\n";
+        let (st, _) = ClusterState::from_objects(parse_objects(Path::new("f.yaml"), fqdn).unwrap());
+        let mut engine = PolicyEngine::default();
+        engine.update(&st);
+        let base = lumen_policy::FQDN_IDENTITY_BASE;
+        let set = engine
+            .policy_set(false)
+            .with_fqdn_identities(vec![lumen_policy::FqdnIdentity {
+                identity: base,
+                ip: "192.0.2.10".parse().unwrap(),
+                names: vec!["api.example.test".into()],
+            }]);
+        let r = regenerate(&cache, &state, &set, &mut RuleRefs::default());
+        let (addr, _) = ipcache_prefix(&"192.0.2.10/32".parse().unwrap());
+        assert_eq!(r.maps.ipcache[&(addr, 128)], base);
+        assert_eq!(
+            r.identities[&base],
+            vec![
+                "cidr:192.0.2.10/32",
+                "fqdn:api.example.test",
+                "reserved:world"
+            ]
+        );
+        assert!(r
+            .maps
+            .policy
+            .keys()
+            .any(|(_, k)| k.identity == base && k.direction == direction::EGRESS));
+        assert_eq!(
+            r.maps.endpoints[&40].flags & ep_flags::DNS_REDIRECT,
+            ep_flags::DNS_REDIRECT
+        );
+        let ep = &r.dns[&"10.100.1.3".parse().unwrap()];
+        assert_eq!((ep.id, ep.ifindex), (4, 40));
+        assert!(ep.policy.redirect);
     }
 }

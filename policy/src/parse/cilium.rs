@@ -6,6 +6,7 @@ use super::common::{cidr_peer, port_spec, selector};
 use super::fields::{scalar_string, wrong_type, Obj};
 use super::Ctx;
 use crate::error::PolicyError;
+use crate::fqdn::{normalize, valid_name, valid_pattern, FqdnSelector};
 use crate::identity::Entity;
 use crate::model::{Item, Peer, Rule, Section};
 use crate::ports::{PortSel, PortSpec, Proto};
@@ -92,7 +93,6 @@ const UNSUPPORTED_PEERS: &[(&str, &str)] = &[
     ("fromNodes", "node selectors"),
     ("toNodes", "node selectors"),
     ("toServices", "service selectors"),
-    ("toFQDNs", "DNS-based rules"),
 ];
 /// Unsupported fields that restrict an item further, with a description.
 const UNSUPPORTED_CONSTRAINTS: &[(&str, &str)] = &[
@@ -101,7 +101,6 @@ const UNSUPPORTED_CONSTRAINTS: &[(&str, &str)] = &[
 ];
 /// Unsupported fields of a `toPorts` entry, with a description.
 const UNSUPPORTED_PORT_RULE: &[(&str, &str)] = &[
-    ("rules", "L7 rules"),
     ("serverNames", "TLS SNI matching"),
     ("originatingTLS", "TLS origination"),
     ("terminatingTLS", "TLS termination"),
@@ -258,6 +257,11 @@ fn item(
         let ent = Entity::parse(&s).ok_or(PolicyError::UnknownEntity { path: p, value: s })?;
         peers.push(Peer::Entity(ent));
     }
+    if dir == Dir::Egress && !deny {
+        for (p, f) in o.list_or_empty("toFQDNs")? {
+            peers.push(Peer::Fqdn(fqdn_selector(&p, f)?));
+        }
+    }
     for &(f, what) in UNSUPPORTED_PEERS {
         if fields.contains(&f) && o.has(f) {
             unsupported.push((o.path_of(f), what, true));
@@ -270,6 +274,7 @@ fn item(
     }
 
     let mut ports = Vec::new();
+    let mut dns: Option<Vec<FqdnSelector>> = None;
     let port_rules = o.list_or_empty("toPorts")?;
     let has_ports = !port_rules.is_empty();
     for (p, pr) in port_rules {
@@ -285,6 +290,24 @@ fn item(
         for &(f, what) in UNSUPPORTED_PORT_RULE {
             if po.has(f) {
                 unsupported.push((po.path_of(f), what, false));
+            }
+        }
+        if let Some(r) = po.get("rules") {
+            let ro = Obj::new(&po.path_of("rules"), r, L7_RULE_FIELDS)?;
+            for f in L7_RULE_FIELDS.iter().filter(|f| **f != "dns") {
+                if ro.has(f) {
+                    unsupported.push((ro.path_of(f), "L7 rules", false));
+                }
+            }
+            if ro.has("dns") {
+                if dir == Dir::Egress {
+                    let names = dns.get_or_insert_with(Vec::new);
+                    for (dp, d) in ro.list_or_empty("dns")? {
+                        names.push(fqdn_selector(&dp, d)?);
+                    }
+                } else {
+                    unsupported.push((ro.path_of("dns"), "ingress DNS rules", false));
+                }
             }
         }
         let entries = po.list_or_empty("ports")?;
@@ -329,5 +352,30 @@ fn item(
             Some(peers)
         },
         ports: if has_ports { Some(ports) } else { None },
+        dns,
     }))
+}
+
+/// L7 rule kinds of a `toPorts` entry; only `dns` is supported.
+const L7_RULE_FIELDS: &[&str] = &["dns", "http", "kafka", "l7proto", "l7"];
+
+/// Parses one `{matchName: ...}` or `{matchPattern: ...}` (`toFQDNs`, `rules.dns`).
+fn fqdn_selector(path: &str, v: &Value) -> Result<FqdnSelector, PolicyError> {
+    let o = Obj::new(path, v, &["matchName", "matchPattern"])?;
+    match (o.string("matchName")?, o.string("matchPattern")?) {
+        (Some(n), None) if valid_name(&n) => Ok(FqdnSelector::Name(normalize(&n))),
+        (Some(_), None) => Err(wrong_type(
+            &o.path_of("matchName"),
+            "a DNS name (letters, digits, '-', '_' and '.')",
+        )),
+        (None, Some(p)) if valid_pattern(&p) => Ok(FqdnSelector::Pattern(normalize(&p))),
+        (None, Some(_)) => Err(wrong_type(
+            &o.path_of("matchPattern"),
+            "a DNS name pattern (letters, digits, '-', '_', '.' and '*')",
+        )),
+        _ => Err(wrong_type(
+            path,
+            "exactly one of matchName and matchPattern",
+        )),
+    }
 }

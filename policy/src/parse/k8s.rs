@@ -89,6 +89,7 @@ fn item(ctx: &Ctx, peers_key: &str, path: &str, v: &Value) -> Result<Item, Polic
     Ok(Item {
         peers: if peers.is_empty() { None } else { Some(peers) },
         ports: if ports.is_empty() { None } else { Some(ports) },
+        dns: None,
     })
 }
 

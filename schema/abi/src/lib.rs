@@ -364,6 +364,8 @@ pub mod ep_flags {
     pub const INGRESS_AUDIT: u32 = 1 << 2;
     /// Default-deny on egress is in audit mode.
     pub const EGRESS_AUDIT: u32 = 1 << 3;
+    /// The endpoint's DNS queries (UDP/TCP port 53) go to the DNS proxy ([`crate::DNS_NAT_CAPACITY`]).
+    pub const DNS_REDIRECT: u32 = 1 << 4;
 }
 
 /// Value of the `ENDPOINTS` hash (key: host-side veth ifindex, `u32`). 16 bytes.
@@ -853,3 +855,6 @@ mod pod {
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::L2ResponderValue {}
 }
+
+mod dns;
+pub use dns::{dns_maps, DnsProxyConfig, DNS_NAT_CAPACITY};
