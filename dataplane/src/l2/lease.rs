@@ -151,7 +151,7 @@ impl std::fmt::Debug for LeaseStore {
             Backend::Files(dir) => f.debug_struct("LeaseStore").field("dir", dir).finish(),
             Backend::Api(_) => f
                 .debug_struct("LeaseStore")
-                .field("namespace", &LEASE_NAMESPACE)
+                .field("namespace", &super::lease_api::lease_namespace())
                 .finish(),
         }
     }

@@ -1,5 +1,6 @@
 //! L2 announcement leases as `coordination.k8s.io/v1` Lease objects in the API server
-//! (namespace [`LEASE_NAMESPACE`], named like Cilium's), for `stateSource: kubernetes`,
+//! (in the agent's namespace, `$POD_NAMESPACE`, else [`LEASE_NAMESPACE`]; named like
+//! Cilium's), for `stateSource: kubernetes`,
 //! where every node has its own manifest directory and file leases would elect nobody.
 //!
 //! The same rule as the file store ([`decide`]), made atomic by the API server: a missing
@@ -18,10 +19,20 @@ use k8s_openapi::{
 use kube::api::{Api, PostParams};
 use std::time::{Duration, SystemTime};
 
-/// The Lease collection in [`LEASE_NAMESPACE`].
+/// The Lease collection in the agent's namespace.
 #[derive(Clone)]
 pub(super) struct ApiLeases {
     api: Api<LeaseObject>,
+    namespace: String,
+}
+
+/// Where the leases live: the agent's own namespace (`$POD_NAMESPACE`, set by the chart,
+/// whose RBAC grants leases there), else `kube-system` as in Cilium.
+pub(super) fn lease_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| LEASE_NAMESPACE.into())
 }
 
 /// A write that lost the compare-and-swap (or the creation race).
@@ -55,11 +66,11 @@ fn to_lease(name: &str, obj: &LeaseObject) -> Lease {
 
 /// `read` (the object as read, keeping its metadata and other fields) changed to say
 /// `lease`; a new object if there was none.
-fn to_object(lease: &Lease, read: Option<LeaseObject>) -> LeaseObject {
+fn to_object(lease: &Lease, namespace: &str, read: Option<LeaseObject>) -> LeaseObject {
     let mut obj = read.unwrap_or_else(|| LeaseObject {
         metadata: ObjectMeta {
             name: Some(lease.name.clone()),
-            namespace: Some(LEASE_NAMESPACE.into()),
+            namespace: Some(namespace.into()),
             ..Default::default()
         },
         spec: None,
@@ -75,8 +86,10 @@ fn to_object(lease: &Lease, read: Option<LeaseObject>) -> LeaseObject {
 
 impl ApiLeases {
     pub(super) fn new(client: kube::Client) -> Self {
+        let namespace = lease_namespace();
         ApiLeases {
-            api: Api::namespaced(client, LEASE_NAMESPACE),
+            api: Api::namespaced(client, &namespace),
+            namespace,
         }
     }
 
@@ -107,10 +120,14 @@ impl ApiLeases {
             };
             let pp = PostParams::default();
             let written = match read {
-                None => self.api.create(&pp, &to_object(lease, None)).await,
+                None => {
+                    self.api
+                        .create(&pp, &to_object(lease, &self.namespace, None))
+                        .await
+                }
                 Some(o) => {
                     self.api
-                        .replace(name, &pp, &to_object(lease, Some(o)))
+                        .replace(name, &pp, &to_object(lease, &self.namespace, Some(o)))
                         .await
                 }
             };
@@ -153,7 +170,11 @@ impl ApiLeases {
             lease.holder = None;
             match self
                 .api
-                .replace(name, &PostParams::default(), &to_object(&lease, Some(read)))
+                .replace(
+                    name,
+                    &PostParams::default(),
+                    &to_object(&lease, &self.namespace, Some(read)),
+                )
                 .await
             {
                 Ok(_) => return Ok(true),

@@ -90,7 +90,10 @@ pub fn start(
     let (store, backend) = match kube_client {
         Some(client) => (
             lease::LeaseStore::api(client, clock),
-            format!("Lease objects in namespace {}", lease::LEASE_NAMESPACE),
+            format!(
+                "Lease objects in namespace {}",
+                lease_api::lease_namespace()
+            ),
         ),
         None => {
             let store = lease::LeaseStore::open(manifests_dir, clock)?;
