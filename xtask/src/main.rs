@@ -136,7 +136,25 @@ fn main() -> Result<()> {
             run(Command::new(bins.join("routing-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("relay-bench")).env("LUMEN_BIN_DIR", &bins))?;
             run(Command::new(bins.join("l2-bench")).env("LUMEN_BIN_DIR", &bins))?;
-            run(Command::new(bins.join("ui-bench")).env("LUMEN_BIN_DIR", &bins))
+            run(Command::new(bins.join("ui-bench")).env("LUMEN_BIN_DIR", &bins))?;
+            // DNS proxy: queries/s and added latency vs direct (a lab scenario, release agent).
+            run(cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "lumen-integration",
+                    "--test",
+                    "dns",
+                ])
+                .args([
+                    "--",
+                    "--ignored",
+                    "--exact",
+                    "dns_proxy_benchmark",
+                    "--nocapture",
+                ])
+                .env("LUMEN_BIN_DIR", &bins))
         }
     }
 }

@@ -21,7 +21,10 @@ pub struct DnsProxyConfig {
     pub dns_reject_response_code: RejectCode,
     /// `dnsProxy.proxyResponseMaxDelay`-like upstream timeout: how long the proxy waits for
     /// the server before answering SERVFAIL. Lumen's; default `2s`.
-    #[serde(default = "default_upstream_timeout", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_upstream_timeout",
+        with = "super::humantime_serde_compat"
+    )]
     pub upstream_timeout: std::time::Duration,
 }
 
@@ -48,16 +51,6 @@ impl Default for DnsProxyConfig {
             dns_reject_response_code: RejectCode::Refused,
             upstream_timeout: default_upstream_timeout(),
         }
-    }
-}
-
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
 }
 
