@@ -146,6 +146,18 @@ fn prometheus_counts_policy_drops_under_hubbles_names_and_scrapes_the_relay() {
             && text.contains("lumen_bpf_map_capacity{map=\"ENDPOINTS\"} 65536"),
         "{text}"
     );
+    // The EVENTS ring buffer: its size (bpf.eventsRingBytes, 8 MiB by default) and the
+    // bytes the kernel wrote that the agent has not read yet, read from the ring itself.
+    assert!(
+        text.contains("lumen_bpf_ring_buffer_size_bytes 8388608"),
+        "{text}"
+    );
+    let pending: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("lumen_bpf_ring_buffer_pending_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ring buffer fill:\n{text}"));
+    assert!(pending <= 8388608, "{pending}");
 
     // The relay, on the host, recording the node's flows into SQLite.
     let relay_metrics = TcpListener::bind("127.0.0.1:0")

@@ -241,7 +241,20 @@ async fn run(args: Args) -> Result<()> {
             let agent = agent.clone();
             std::sync::Arc::new(move || agent.map_fill()) as metrics::health::MapFillSource
         };
-        let (exporter, flows) = metrics::setup(&cfg.hubble.metrics, agent.ring.clone(), fill);
+        let usage = match lumen_dataplane::datapath::ring_usage::RingUsage::new(
+            &events,
+            cfg.bpf.events_ring_bytes,
+        ) {
+            Ok(u) => Some(std::sync::Arc::new(u)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ring buffer fill is not reported");
+                None
+            }
+        };
+        let events_usage = std::sync::Arc::new(move || usage.as_ref().map(|u| u.usage()))
+            as metrics::health::RingUsageSource;
+        let (exporter, flows) =
+            metrics::setup(&cfg.hubble.metrics, agent.ring.clone(), fill, events_usage);
         sink = sink.with_metrics(flows);
         let addr = cfg.metrics_socket_addr()?;
         Some(AbortOnDrop(metrics::server::serve(addr, exporter).await?))

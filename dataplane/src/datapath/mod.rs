@@ -6,6 +6,7 @@ pub mod l2;
 mod loader;
 pub mod maps;
 pub mod reader;
+pub mod ring_usage;
 pub mod services;
 pub mod wg;
 

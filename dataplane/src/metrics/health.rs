@@ -1,5 +1,6 @@
 //! The agent's own health as `lumen_*` gauges, read when scraped: how full the flow ring
-//! is, and how full the kernel maps the agent fills are.
+//! is, how full the kernel maps the agent fills are, and how full the kernel→agent ring
+//! buffer is.
 
 use crate::{events::Event, ring::Ring};
 use prometheus_client::{
@@ -14,6 +15,9 @@ pub type MapFill = (&'static str, u64, u64);
 /// Where the map fill comes from (the agent's last regeneration).
 pub type MapFillSource = Arc<dyn Fn() -> Vec<MapFill> + Send + Sync>;
 
+/// The ring buffer's (pending bytes, size), when it can be read.
+pub type RingUsageSource = Arc<dyn Fn() -> Option<(u64, u64)> + Send + Sync>;
+
 type MapLabels = Vec<(&'static str, &'static str)>;
 
 /// Gauges refreshed on each scrape.
@@ -24,11 +28,31 @@ pub struct Health {
     maps: MapFillSource,
     map_entries: Family<MapLabels, Gauge>,
     map_capacity: Family<MapLabels, Gauge>,
+    events: RingUsageSource,
+    events_pending: Gauge,
+    events_size: Gauge,
 }
 
 impl Health {
     /// Registers the gauges of `ring` and of the maps `maps` reports.
-    pub fn new(ring: Arc<Ring<Arc<Event>>>, maps: MapFillSource, reg: &mut Registry) -> Self {
+    pub fn new(
+        ring: Arc<Ring<Arc<Event>>>,
+        maps: MapFillSource,
+        events: RingUsageSource,
+        reg: &mut Registry,
+    ) -> Self {
+        let events_pending = Gauge::default();
+        let events_size = Gauge::default();
+        reg.register(
+            "lumen_bpf_ring_buffer_pending_bytes",
+            "Bytes the datapath wrote into the EVENTS ring buffer that the agent has not read yet",
+            events_pending.clone(),
+        );
+        reg.register(
+            "lumen_bpf_ring_buffer_size_bytes",
+            "Size of the EVENTS ring buffer (bpf.eventsRingBytes); records are lost when it is full",
+            events_size.clone(),
+        );
         let ring_events = Gauge::default();
         let ring_capacity = Gauge::default();
         reg.register(
@@ -60,6 +84,9 @@ impl Health {
             maps,
             map_entries,
             map_capacity,
+            events,
+            events_pending,
+            events_size,
         }
     }
 
@@ -67,6 +94,10 @@ impl Health {
     pub fn refresh(&self) {
         self.ring_events.set(self.ring.len() as i64);
         self.ring_capacity.set(self.ring.capacity() as i64);
+        if let Some((pending, size)) = (self.events)() {
+            self.events_pending.set(pending as i64);
+            self.events_size.set(size as i64);
+        }
         for (map, entries, capacity) in (self.maps)() {
             let labels = vec![("map", map)];
             self.map_entries.get_or_create(&labels).set(entries as i64);

@@ -36,9 +36,10 @@ pub fn setup(
     cfg: &HubbleMetricsConfig,
     ring: Arc<Ring<Arc<Event>>>,
     maps: health::MapFillSource,
+    events: health::RingUsageSource,
 ) -> (Arc<Exporter>, flows::FlowMetrics) {
     let mut registry = Registry::default();
     let flows = flows::FlowMetrics::new(&cfg.enabled, cfg.cardinality_limit, &mut registry);
-    let health = health::Health::new(ring, maps, &mut registry);
+    let health = health::Health::new(ring, maps, events, &mut registry);
     (Arc::new(Exporter { registry, health }), flows)
 }
